@@ -1,0 +1,98 @@
+"""What leaves the optimisation's hot path: snapshots, the final result, metrics.json and HParams."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from nst_lightning.images import save_png
+from nst_lightning.module import StyleTransfer
+
+
+def write_json(data: dict[str, Any], path: Path) -> None:
+    """Atomic JSON write (temp file + rename)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _tensorboard(trainer: L.Trainer) -> TensorBoardLogger | None:
+    return next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+
+
+class Snapshots(L.Callback):
+    """Every ``every`` steps (and at step 0): a PNG in snapshots/ and the image in TensorBoard."""
+
+    def __init__(self, folder: Path, every: int) -> None:
+        self.folder, self.every = Path(folder), every
+
+    def _snapshot(self, trainer: L.Trainer, module: StyleTransfer, step: int) -> None:
+        save_png(module.image, self.folder / f"step_{step:06d}.png")
+        tb = _tensorboard(trainer)
+        if tb is not None:
+            tb.experiment.add_image("image", module.image.detach()[0].clamp(0, 1).float().cpu(), step)
+
+    def on_train_start(self, trainer: L.Trainer, module: StyleTransfer) -> None:
+        if self.every:
+            self._snapshot(trainer, module, 0)
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: StyleTransfer, *args: Any) -> None:
+        step = trainer.global_step
+        if self.every and step % self.every == 0 and step < module.steps:
+            self._snapshot(trainer, module, step)
+
+
+class FinalReport(L.Callback):
+    """At the end: result.png, metrics.json (losses of the final image) and HParams with final metrics."""
+
+    def __init__(self, run_dir: Path, hparams: dict[str, Any], info: dict[str, Any]) -> None:
+        self.run_dir, self.hparams, self.info = Path(run_dir), hparams, info
+        self.metrics: dict[str, Any] = {}
+
+    def on_train_start(self, trainer: L.Trainer, module: StyleTransfer) -> None:
+        self.started = time.perf_counter()
+
+    def on_train_end(self, trainer: L.Trainer, module: StyleTransfer) -> None:
+        seconds = time.perf_counter() - self.started
+        steps = trainer.global_step
+        final = module.evaluate()  # one extra evaluation: the last step's loss was of the image before it
+        save_png(module.image, self.run_dir / "result.png")
+        layer_losses = {k.split("/", 1)[1]: v for k, v in final.items() if k.startswith("style/")}
+        self.metrics = {
+            "loss_total": final["total"],
+            "loss_content": final["content"],
+            "loss_style": final["style"],
+            "loss_style_layers": layer_losses,
+            "steps": steps,
+            "seconds": seconds,
+            "seconds_per_step": seconds / max(steps, 1),
+            "device": str(module.device),
+            "size": list(module.image.shape[-2:]),
+            "diverged": module.diverged_at is not None,
+            **self.info,
+        }
+        if "tv" in final:
+            self.metrics["loss_tv"] = final["tv"]
+        if module.diverged_at is not None:
+            self.metrics["diverged_at_step"] = module.diverged_at
+        write_json(self.metrics, self.run_dir / "metrics.json")
+        tb = _tensorboard(trainer)
+        if tb is not None:
+            tb.experiment.add_image("result", module.image.detach()[0].clamp(0, 1).float().cpu(), steps)
+            final_metrics = {f"final/loss_{k.replace('/', '_')}": v for k, v in final.items()}
+            final_metrics["final/seconds_per_step"] = self.metrics["seconds_per_step"]
+            tb.log_hyperparams(self.hparams, final_metrics)
+            tb.finalize("success")

@@ -1,0 +1,62 @@
+"""The paper's equations (Gatys et al., CVPR 2016, eqs. 1-7) as small pure functions.
+
+Every function takes features of shape (B, N_l, H, W) and returns one value per image, shape (B,),
+so a batch of independent images gives independent losses.
+
+Large sums: Gram entries grow with M_l (and with the 0-255 input scale), their squared differences
+with the square of that. We therefore form G/M_l from F/sqrt(M_l) and fold the constants:
+    E_l = 1/(4 N^2 M^2) sum (G - A)^2 = 1/(4 N^2) sum (G/M - A/M)^2,
+which is the same number, kept in a range where float32 neither overflows nor loses digits, even
+at 1024 px. All of this runs in float32, also under bf16 autocast.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def _at_least_fp32(x: Tensor) -> Tensor:
+    """Half and bfloat16 go up to float32; float32 and float64 stay as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def content_loss(features: Tensor, target: Tensor) -> Tensor:
+    """L_content = 1/2 sum_ij (F_ij - P_ij)^2   (eq. 1)."""
+    diff = _at_least_fp32(features) - _at_least_fp32(target)
+    return 0.5 * diff.pow(2).flatten(1).sum(1)
+
+
+def gram_matrix(features: Tensor) -> Tensor:
+    """G_ij = sum_k F_ik F_jk   (eq. 3): the paper's Gram matrix, shape (B, N, N)."""
+    f = _at_least_fp32(features).flatten(2)
+    return f @ f.transpose(1, 2)
+
+
+def gram_over_m(features: Tensor) -> Tensor:
+    """G / M_l, computed as (F / sqrt(M)) (F / sqrt(M))^T so no entry ever holds the raw sum."""
+    f = _at_least_fp32(features).flatten(2)
+    f = f / f.shape[-1] ** 0.5
+    return f @ f.transpose(1, 2)
+
+
+def style_layer_loss(features: Tensor, target_gram_over_m: Tensor) -> Tensor:
+    """E_l = 1/(4 N_l^2 M_l^2) sum_ij (G_ij - A_ij)^2   (eq. 4), from G/M and A/M.
+
+    ``target_gram_over_m`` is A/M_l of the style image (shape (N, N) or (B, N, N)).
+    """
+    n = features.shape[1]
+    diff = gram_over_m(features) - _at_least_fp32(target_gram_over_m)
+    return diff.pow(2).flatten(1).sum(1) / (4.0 * n * n)
+
+
+def total_variation(image: Tensor) -> Tensor:
+    """Sum of squared differences between neighbouring pixels (a smoothness prior), per image."""
+    dx = image[..., :, 1:] - image[..., :, :-1]
+    dy = image[..., 1:, :] - image[..., :-1, :]
+    return _at_least_fp32(dx).pow(2).flatten(1).sum(1) + _at_least_fp32(dy).pow(2).flatten(1).sum(1)
+
+
+def style_loss(layer_losses: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
+    """L_style = sum_l w_l E_l   (eq. 5)."""
+    return torch.stack([weights[name] * loss for name, loss in layer_losses.items()]).sum(0)
