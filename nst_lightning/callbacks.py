@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from nst_lightning.images import save_png
@@ -31,6 +32,15 @@ def write_json(data: dict[str, Any], path: Path) -> None:
 
 def _tensorboard(trainer: L.Trainer) -> TensorBoardLogger | None:
     return next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+
+
+class ProgressBar(TQDMProgressBar):
+    """Lightning's bar, showing step, losses and speed, without the meaningless logger version."""
+
+    def get_metrics(self, trainer: L.Trainer, module: L.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, module)
+        metrics.pop("v_num", None)
+        return metrics
 
 
 class Snapshots(L.Callback):

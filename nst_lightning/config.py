@@ -103,7 +103,7 @@ def style_weights(cfg: DictConfig | Config) -> dict[str, float]:
     """w_l per style layer: the given list, or equal weights 1/L."""
     layers = list(cfg.style_layers)
     weights = list(cfg.style_weights) if cfg.style_weights is not None else [1.0 / len(layers)] * len(layers)
-    return dict(zip(layers, weights))
+    return dict(zip(layers, weights, strict=True))
 
 
 def loss_weights(cfg: DictConfig | Config) -> tuple[float, float]:

@@ -43,7 +43,9 @@ def open_image(spec: str, what: str = "image") -> Image.Image:
                 log.warning("%s '%s' has %d frames: using the first", what, spec, n_frames)
             img = ImageOps.exif_transpose(img)  # also loads the pixels: truncation shows up here
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise NSTError(f"{what} '{spec}' is too large to decode safely (over {Image.MAX_IMAGE_PIXELS} pixels)") from None
+        raise NSTError(
+            f"{what} '{spec}' is too large to decode safely (over {Image.MAX_IMAGE_PIXELS} pixels)"
+        ) from None
     except UnidentifiedImageError:
         raise NSTError(f"{what} '{spec}' is not an image PIL can read (empty, corrupt or another format)") from None
     except (OSError, ValueError, SyntaxError) as exc:
@@ -78,7 +80,7 @@ def resize_long_side(img: Image.Image, long_side: int) -> Image.Image:
 
 def pil_to_batch(img: Image.Image) -> Tensor:
     """PIL RGB -> float tensor (1, 3, H, W) in [0, 1]."""
-    return pil_to_tensor(img).float().div(255.0).unsqueeze(0)
+    return pil_to_tensor(img).float().div(255.0).unsqueeze(0).contiguous()
 
 
 def load_image(spec: str, long_side: int | None = None, what: str = "image") -> Tensor:

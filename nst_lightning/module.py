@@ -7,6 +7,12 @@ A/M (style Gram matrices) are computed once, on the run's device, before the fir
 One Lightning step is one evaluation of loss and gradient: L-BFGS runs with ``max_iter=1`` and no line
 search, and keeps its history between steps, so ``steps`` counts forward+backward passes, the unit of
 cost that every peer reports.
+
+The optimiser is handed L / L_0 (L_0: the total loss at the first step). Same minimiser, and L-BFGS's
+quasi-Newton steps are invariant to that scale; but its first step and its fallback when a curvature
+pair is rejected (y's <= 0, common at a white-noise start) are plain gradient steps of length ``lr``,
+which at the paper's loss magnitudes (1e8-1e10) throw pixels to 1e7. Unit-free, they stay small.
+Everything logged is the paper's unscaled L.
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ class StyleTransfer(L.LightningModule):
         steps: int = 300,
     ) -> None:
         super().__init__()
-        self.image = nn.Parameter(init_image.detach().clone().float())
+        self.image = nn.Parameter(init_image.detach().float().contiguous().clone())
         self.frozen = Frozen(network, content, style)
         self.content_layer = content_layer
         self.style_weights = dict(style_weights)
@@ -63,6 +69,7 @@ class StyleTransfer(L.LightningModule):
         self.last_losses: dict[str, Tensor] = {}
         self.last_finite_image = self.image.detach().clone()
         self.diverged_at: int | None = None
+        self.loss_scale: float | None = None  # L_0, set by the first evaluation
 
     # ---- targets ---------------------------------------------------------------------------------
     @torch.no_grad()
@@ -130,7 +137,9 @@ class StyleTransfer(L.LightningModule):
             total = losses["total"].sum()
             if torch.isfinite(total):
                 self.last_finite_image = self.image.detach().clone()
-                self.manual_backward(total)
+                if self.loss_scale is None:
+                    self.loss_scale = max(float(total.detach()), 1e-30)
+                self.manual_backward(total / self.loss_scale)
             else:  # leave the gradient at zero: the step changes nothing, and we stop below
                 self.image.grad = torch.zeros_like(self.image)
             self.last_losses = losses

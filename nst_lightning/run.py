@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from nst_lightning.callbacks import FinalReport, Snapshots
+from nst_lightning.callbacks import FinalReport, ProgressBar, Snapshots
 from nst_lightning.config import layers_in_use, loss_weights, min_image_side, style_weights, validate
 from nst_lightning.errors import NSTError
 from nst_lightning.images import load_image, white_noise
@@ -105,11 +105,14 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     hparams = hyperparameters(cfg)
     report = FinalReport(run_dir, hparams, info={"alpha": hparams["alpha"], "beta": hparams["beta"]})
     logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="tensorboard", default_hp_metric=False)
+    callbacks: list[L.Callback] = [Snapshots(run_dir / "snapshots", cfg.snapshot_every), report]
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(ProgressBar())
     trainer = L.Trainer(
         max_steps=cfg.steps,
         max_epochs=1,
         logger=logger,
-        callbacks=[Snapshots(run_dir / "snapshots", cfg.snapshot_every), report],
+        callbacks=callbacks,
         enable_checkpointing=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,

@@ -185,7 +185,7 @@ class VGG19Features(nn.Module):
 
     def forward(self, image: Tensor) -> dict[str, Tensor]:
         x, out = self.preprocess(image), {}
-        for name, stage in zip(self.names, self.stages):
+        for name, stage in zip(self.names, self.stages, strict=True):
             x = stage(x)
             if name in self.layers:
                 out[name] = x

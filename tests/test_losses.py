@@ -42,7 +42,7 @@ def paper_e_l(f, a_gram):
 
 def test_style_layer_loss_equals_eq_4():
     f, a = relu_features(), relu_features()
-    m = a.shape[2] * a.shape[3]
+    a.shape[2] * a.shape[3]
     expected = paper_e_l(f, gram_matrix(a))
     got = style_layer_loss(f, gram_over_m(a)[0])
     assert torch.allclose(got, expected.reshape(1), rtol=1e-5)

