@@ -133,3 +133,33 @@ def test_unknown_layer_and_source():
         build_vgg19("random", ["conv6_1"])
     with pytest.raises(NSTError, match="unknown weight source"):
         build_vgg19("caffe", ["conv1_1"])
+
+
+def test_torchvision_offline_error_names_the_offline_option(monkeypatch, tmp_path):
+    import urllib.error
+
+    import torchvision.models._api as api
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(api, "load_state_dict_from_url", offline)
+    with pytest.raises(NSTError, match=r"offline, use network=vgg19 \(the original weights") as info:
+        build_vgg19("torchvision", ["conv1_1"])
+    assert "\n" not in str(info.value)
+
+
+def test_torchvision_weights_map_onto_our_layers(monkeypatch):
+    import torchvision.models._api as api
+    from torchvision.models import vgg19
+
+    reference = vgg19(weights=None)  # stands in for the downloaded ImageNet weights
+    monkeypatch.setattr(api, "load_state_dict_from_url", lambda *a, **k: reference.state_dict())
+    net = build_vgg19("torchvision", ["conv5_4"], pooling="max")
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        ours = net(x)["conv5_4"]
+        theirs = reference.features[:36](net.preprocess(x))  # up to and including relu5_4
+    assert torch.allclose(ours, theirs, atol=1e-5)
