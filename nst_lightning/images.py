@@ -59,9 +59,9 @@ def to_rgb(img: Image.Image, label: str = "image") -> Image.Image:
         return img
     log.info("%s: converting mode %s to RGB", label, img.mode)
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grey: rescale, don't clip to 255
-        arr = torch.from_numpy(np.asarray(img, dtype=np.float32))
-        arr = arr / max(float(arr.max()), 1.0) * 255.0
-        img = Image.fromarray(arr.round().byte().numpy(), mode="L")
+        arr = torch.from_numpy(np.asarray(img, dtype=np.float32)).clamp(min=0)
+        full_scale = max(float(arr.max()), 65535.0)  # 16-bit full scale, not the image's own maximum
+        img = Image.fromarray((arr / full_scale * 255.0).round().byte().numpy(), mode="L")
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "La"):

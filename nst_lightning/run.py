@@ -22,7 +22,8 @@ from nst_lightning.vgg import build_vgg19
 log = logging.getLogger(__name__)
 
 # Lightning's advice for data-heavy training does not apply: our "dataset" is a step counter.
-for _pattern in (".*does not have many workers.*", ".*smaller than the logging interval.*"):
+# And Lightning's own use of a torch API that torch now deprecates is not the user's concern.
+for _pattern in (".*does not have many workers.*", ".*smaller than the logging interval.*", ".*treespec, LeafSpec.*"):
     warnings.filterwarnings("ignore", message=_pattern)
 
 
