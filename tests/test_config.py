@@ -94,3 +94,42 @@ def test_min_image_side_follows_deepest_layer():
     assert min_image_side(compose_cfg("style_layers=[pool5]")) == 32
     with pytest.raises(NSTError, match=r"size=8 is too small.*use size >= 16"):
         validate(compose_cfg("size=8"))
+
+
+def compose_with_hydra(*overrides):
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+DEPTHS = ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
+
+
+@pytest.mark.parametrize(
+    ("name", "settings", "sweep"),
+    [
+        ("content_layers", {"style_weight": 0, "content_weight": 1, "init.kind": "noise"}, {"content_layer": 7}),
+        ("style_layers", {"ratio": 0, "style_weights": None, "init.kind": "noise"}, {"style_layers": 5}),
+        ("tradeoff", {"content_layer": "conv4_2", "init.kind": "noise"}, {"ratio": 5}),
+        ("fig3_grid", {"content_layer": "conv4_2"}, {"style_layers": 5, "ratio": 4}),
+        ("content_layer_transfer", {"ratio": 1e-3}, {"content_layer": 6}),
+        ("initialisation", {"ratio": 1e-3}, {"init": 3}),
+        ("random_network", {"ratio": 1e-3}, {"network": 2}),
+        ("photorealistic", {"init.kind": "content", "steps": 1000}, {}),
+    ],
+)
+def test_study_presets_compose(name, settings, sweep):
+    cfg = compose_with_hydra(f"experiment={name}")
+    for key, value in settings.items():
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        assert node == value, key
+    params = cfg.hydra.sweeper.params or {}
+    assert {k: len(str(v).split(",")) if k != "style_layers" else str(v).count("]") for k, v in params.items()} == sweep
+    validate(cfg)
+
+
+def test_style_layer_subsets_give_equal_weights():
+    for i in range(1, 6):
+        cfg = compose_cfg("experiment=style_layers", f"style_layers=[{','.join(DEPTHS[:i])}]")
+        assert list(style_weights(cfg).values()) == pytest.approx([1 / i] * i)
