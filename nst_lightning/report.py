@@ -1,0 +1,549 @@
+"""Figures for a sweep: a grid of the result images, the final losses, and a CSV summary.
+
+    python -m nst_lightning -m ratio=1e-1,1e-3 content_layer=conv2_2,conv4_2 hydra.sweep.dir=D
+    python -m nst_lightning.report D [--out D/grid.png] [--rows ratio] [--cols content_layer] [--tile 256]
+
+writes ``D/grid.png``, ``D/losses.png`` and ``D/summary.csv`` and prints their paths. A run is any folder
+under D holding ``metrics.json`` and ``.hydra/config.yaml``; the swept keys are the config keys whose values
+differ between runs, in the order of the command line's overrides. The first is the rows, the second the
+columns; any further keys are folded into the row labels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import IO, Any
+
+from omegaconf import OmegaConf
+from PIL import Image, ImageDraw, ImageFont
+
+from nst_lightning.errors import NSTError
+from nst_lightning.images import load_image, open_image, tensor_to_pil
+
+LOSSES = ("loss_total", "loss_content", "loss_style")
+WHITE, BLACK, GREY = (255, 255, 255), (0, 0, 0), (200, 200, 200)
+MIN_TILE = 16
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------- runs
+
+
+@dataclass
+class Run:
+    """One finished run of a sweep."""
+
+    path: Path
+    config: dict[str, Any]  # flattened: dotted keys, lists as text
+    overrides: list[str]
+    metrics: dict[str, Any]
+    name: str = ""  # the folder relative to the sweep's, e.g. "3"
+
+
+def format_value(value: Any) -> str:
+    """Values as a user would type them in an override: 1e-05, 0.001, null, [conv1_1,conv2_1]."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        short = f"{value:g}"  # 1e-05 and 0.001 rather than 1.0e-05 or 0.0010000
+        if short.lstrip("-").isdigit():
+            short += ".0"  # a float stays recognisably a float: lr=1.0
+        return short if float(short) == value else repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(format_value(v) for v in value) + "]"
+    return str(value)
+
+
+def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config -> {dotted key: scalar}; trainer.* is where the run ran, not what it computed."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if name == "hydra" or (name.startswith("trainer.") and name != "trainer.precision"):
+            continue
+        if isinstance(value, dict):
+            flat.update(flatten_config(value, f"{name}."))
+        else:
+            flat[name] = format_value(value) if isinstance(value, list) else value
+    return flat
+
+
+def _natural_key(path: Path) -> list[Any]:
+    # Job folders are numbers: 2 before 10. re.split with a group alternates text and digits.
+    parts = re.split(r"(\d+)", path.as_posix())
+    return [int(p) if i % 2 else p for i, p in enumerate(parts)]
+
+
+def load_run(folder: Path, name: str = "") -> Run:
+    metrics = json.loads((folder / "metrics.json").read_text())
+    raw = OmegaConf.load(folder / ".hydra" / "config.yaml")
+    try:
+        config = OmegaConf.to_container(raw, resolve=True)
+    except Exception:  # an interpolation that only Hydra could resolve (${now:...}): keep it as text
+        config = OmegaConf.to_container(raw, resolve=False)
+    overrides_file = folder / ".hydra" / "overrides.yaml"
+    overrides = OmegaConf.to_container(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
+    return Run(folder, flatten_config(config), [str(o) for o in overrides], metrics, name or folder.name)
+
+
+def find_runs(directory: str | Path) -> list[Run]:
+    """Every run folder under ``directory`` (recursively), in job order."""
+    root = Path(directory)
+    example = "python -m nst_lightning -m ratio=1e-2,1e-3"
+    if not root.is_dir():
+        what = "is not a directory" if root.exists() else "does not exist"
+        raise NSTError(f"no runs found in {root}: it {what} (give a sweep's folder, e.g. outputs/multirun/<date_time>)")
+    runs = []
+    for metrics_file in sorted(root.rglob("metrics.json"), key=_natural_key):
+        folder = metrics_file.parent
+        if not (folder / ".hydra" / "config.yaml").is_file():
+            continue
+        try:
+            runs.append(load_run(folder, folder.relative_to(root).as_posix()))
+        except Exception as exc:  # one broken or half-written run should not hide the others
+            warn(f"skipping {folder}: cannot read its metrics.json or .hydra/*.yaml ({exc})")
+    if not runs:
+        raise NSTError(
+            f"no runs found in {root} (a run folder holds metrics.json and .hydra/config.yaml): "
+            f"run a sweep first, e.g. {example}"
+        )
+    return runs
+
+
+def _same(a: Any, b: Any) -> bool:
+    return (type(a) is type(b) or (_is_number(a) and _is_number(b))) and a == b
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def swept_keys(runs: list[Run]) -> list[str]:
+    """The config keys whose values differ between runs, in the order the overrides name them."""
+    keys = list(dict.fromkeys(k for run in runs for k in run.config))
+    differing = [k for k in keys if any(not _same(r.config.get(k), runs[0].config.get(k)) for r in runs)]
+    named: dict[str, int] = {}
+    for run in runs:
+        for item in run.overrides:
+            named.setdefault(item.split("=", 1)[0].lstrip("+~"), len(named))
+
+    def position(key: str) -> int:
+        # A group override (network=vgg19_random) names every key below it (network.source).
+        hits = [i for name, i in named.items() if key == name or key.startswith(name + ".")]
+        return min(hits, default=len(named))
+
+    return sorted(differing, key=position)  # stable: ties keep the config's order
+
+
+def ordered_values(runs: list[Run], key: str) -> list[Any]:
+    """A key's values: ascending when all are numbers (1e-5 < 1e-4), else in the order first seen."""
+    seen: list[Any] = []
+    for run in runs:
+        value = run.config.get(key)
+        if not any(_same(value, s) for s in seen):
+            seen.append(value)
+    return sorted(seen) if all(_is_number(v) for v in seen) else seen
+
+
+# -------------------------------------------------------------------------------------------- layout
+
+
+@dataclass
+class Layout:
+    """Which run goes in which cell. A row (column) is a tuple of values of ``row_keys`` (``col_keys``)."""
+
+    row_keys: list[str]
+    col_keys: list[str]
+    x_keys: int  # row_keys[:x_keys] are the row key and the keys that follow it; the rest are folded in
+    rows: list[tuple[Any, ...]]
+    cols: list[tuple[Any, ...]]
+    cells: dict[tuple[int, int], Run] = field(default_factory=dict)
+    runs: list[Run] = field(default_factory=list)  # every run, in grid order
+
+    def row_label(self, i: int) -> str:
+        return _label(self.row_keys, self.rows[i]) or "result"
+
+    def col_label(self, j: int) -> str:
+        return _label(self.col_keys, self.cols[j])
+
+
+def _label(keys: list[str], values: tuple[Any, ...]) -> str:
+    return ", ".join(f"{k}={format_value(v)}" for k, v in zip(keys, values, strict=True))
+
+
+def _follows(runs: list[Run], key: str, leader: str) -> bool:
+    """Whether ``key``'s value is fixed by ``leader``'s (optimizer=adam also sets optimizer.lr)."""
+    seen: list[tuple[Any, Any]] = []
+    for run in runs:
+        a, b = run.config.get(leader), run.config.get(key)
+        if any(_same(a, x) and not _same(b, y) for x, y in seen):
+            return False
+        seen.append((a, b))
+    return True
+
+
+def plan_layout(runs: list[Run], rows: str | None = None, cols: str | None = None) -> Layout:
+    """Rows, columns and cells for ``runs``; ``rows``/``cols`` pick the keys (else the first two swept)."""
+    swept = swept_keys(runs)
+    for option, key in (("--rows", rows), ("--cols", cols)):
+        if key is not None and key not in swept:
+            raise NSTError(f"{option} {key}: not a swept key; the runs differ in: {', '.join(swept) or 'nothing'}")
+    if rows is not None and rows == cols:
+        raise NSTError(f"--rows and --cols both name {rows}: give two different swept keys")
+    chosen = [k for k in (rows, cols) if k is not None]
+    # Keys that merely follow another key ride along in its label instead of making a diagonal grid.
+    groups: dict[str, list[str]] = {}
+    for key in chosen + [k for k in swept if k not in chosen]:
+        leader = None if key in chosen else next((g for g in groups if _follows(runs, key, g)), None)
+        groups.setdefault(leader or key, []).append(key)
+    leaders = list(groups)
+    row_key = rows or next((k for k in leaders if k != cols), None)
+    col_key = cols or next((k for k in leaders if k != row_key), None)
+    row_keys = groups[row_key] if row_key else []
+    x_keys = len(row_keys)
+    row_keys = row_keys + [k for g in leaders if g not in (row_key, col_key) for k in groups[g]]
+    col_keys = groups[col_key] if col_key else []
+
+    rank = {k: ordered_values(runs, k) for k in row_keys + col_keys}
+
+    def sort_key(keys: list[str], values: tuple[Any, ...]) -> list[int]:
+        return [next(i for i, v in enumerate(rank[k]) if _same(v, x)) for k, x in zip(keys, values, strict=True)]
+
+    def values(run: Run, keys: list[str]) -> tuple[Any, ...]:
+        return tuple(run.config.get(k) for k in keys)
+
+    def unique(tuples: Iterable[tuple[Any, ...]], keys: list[str]) -> list[tuple[Any, ...]]:
+        by_rank = {tuple(sort_key(keys, t)): t for t in tuples}
+        return [by_rank[r] for r in sorted(by_rank)]
+
+    layout = Layout(row_keys, col_keys, x_keys, [], [])
+    layout.rows = unique((values(r, row_keys) for r in runs), row_keys)
+    layout.cols = unique((values(r, col_keys) for r in runs), col_keys)
+    row_index = {tuple(sort_key(row_keys, t)): i for i, t in enumerate(layout.rows)}
+    col_index = {tuple(sort_key(col_keys, t)): j for j, t in enumerate(layout.cols)}
+    placed = []
+    for run in runs:
+        i = row_index[tuple(sort_key(row_keys, values(run, row_keys)))]
+        cell = (i, col_index[tuple(sort_key(col_keys, values(run, col_keys)))])
+        if cell in layout.cells:  # runs that differ only in ignored keys (trainer.*)
+            warn(f"{run.path} has the same swept values as {layout.cells[cell].path}: showing the latter")
+        else:
+            layout.cells[cell] = run
+        placed.append((cell, run))
+    layout.runs = [run for _, run in sorted(placed, key=lambda p: p[0])]
+    return layout
+
+
+# ---------------------------------------------------------------------------------------------- grid
+
+
+@lru_cache(maxsize=64)
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def font_size_for(tile: int) -> int:
+    return max(10, tile // 8)
+
+
+def pad_for(tile: int) -> int:
+    return max(2, tile // 32)
+
+
+@dataclass(frozen=True)
+class GridGeometry:
+    """Where everything in grid.png lies, in pixels.
+
+    Left to right: the row-label column (label_w), then for each of max(n_cols, 2) columns a pad and a tile,
+    then a final pad. Top to bottom: pad, the captions strip (label_h) over the content and style tiles,
+    pad, the column-label strip (label_h), then n_rows times a tile and a pad. So
+
+        width  = label_w + pad + max(n_cols, 2) * (tile + pad)
+        height = 2 * pad + 2 * label_h + tile + n_rows * (tile + pad)
+
+    with pad = max(2, tile // 32), label_h = text height + 2 * pad, and label_w = the widest row label's
+    width (at least tile // 2, at most 3 * tile: longer labels are drawn smaller) + 2 * pad.
+    """
+
+    n_rows: int
+    n_cols: int
+    tile: int
+    pad: int
+    font_size: int
+    label_w: int
+    label_h: int
+
+    @property
+    def width(self) -> int:
+        return self.label_w + self.pad + max(self.n_cols, 2) * (self.tile + self.pad)
+
+    @property
+    def height(self) -> int:
+        return 2 * self.pad + 2 * self.label_h + self.tile + self.n_rows * (self.tile + self.pad)
+
+    def column_x(self, j: int) -> int:
+        return self.label_w + self.pad + j * (self.tile + self.pad)
+
+    def row_y(self, i: int) -> int:
+        return 2 * self.pad + 2 * self.label_h + self.tile + i * (self.tile + self.pad)
+
+    def cell_box(self, i: int, j: int) -> tuple[int, int, int, int]:
+        x, y = self.column_x(j), self.row_y(i)
+        return x, y, x + self.tile, y + self.tile
+
+    def source_box(self, j: int) -> tuple[int, int, int, int]:
+        """The content (j=0) or style (j=1) tile."""
+        x, y = self.column_x(j), self.pad + self.label_h
+        return x, y, x + self.tile, y + self.tile
+
+    def caption_box(self, j: int) -> tuple[int, int, int, int]:
+        x = self.column_x(j)
+        return x, self.pad, x + self.tile, self.pad + self.label_h
+
+    def col_label_box(self, j: int) -> tuple[int, int, int, int]:
+        x, y = self.column_x(j), 2 * self.pad + self.label_h + self.tile
+        return x, y, x + self.tile, y + self.label_h
+
+    def row_label_box(self, i: int) -> tuple[int, int, int, int]:
+        y = self.row_y(i)
+        return self.pad, y, self.label_w - self.pad, y + self.tile
+
+
+def grid_geometry(n_rows: int, n_cols: int, tile: int, row_labels: Iterable[str] = ()) -> GridGeometry:
+    pad, size = pad_for(tile), font_size_for(tile)
+    font = _font(size)
+    text_h = font.getbbox("Agy[]")[3]
+    text_w = max((font.getlength(label) for label in row_labels), default=0)
+    label_w = min(max(math.ceil(text_w), tile // 2), 3 * tile) + 2 * pad
+    return GridGeometry(n_rows, n_cols, tile, pad, size, label_w, text_h + 2 * pad)
+
+
+def _draw_text(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], text: str, size: int, left: bool) -> None:
+    """Text centred (or left-aligned) in ``box``, shrunk until it fits the box's width."""
+    x0, y0, x1, y1 = box
+    while size > 6 and _font(size).getlength(text) > x1 - x0:
+        size -= 1
+    font = _font(size)
+    if left:
+        draw.text((x0, (y0 + y1) / 2), text, fill=BLACK, font=font, anchor="lm")
+    else:
+        draw.text(((x0 + x1) / 2, (y0 + y1) / 2), text, fill=BLACK, font=font, anchor="mm")
+
+
+def _placeholder(tile: int, text: str, size: int) -> Image.Image:
+    img = Image.new("RGB", (tile, tile), GREY)
+    _draw_text(ImageDraw.Draw(img), (2, 0, tile - 2, tile), text, size, left=False)
+    return img
+
+
+def _fit(img: Image.Image, tile: int) -> Image.Image:
+    scale = tile / max(img.size)
+    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    return img if img.size == size else img.resize(size, Image.Resampling.LANCZOS)
+
+
+def _paste(canvas: Image.Image, img: Image.Image, box: tuple[int, int, int, int]) -> None:
+    x0, y0, x1, y1 = box
+    canvas.paste(img, (x0 + (x1 - x0 - img.width) // 2, y0 + (y1 - y0 - img.height) // 2))
+
+
+def _source_image(spec: Any, what: str, tile: int, size: int) -> Image.Image:
+    try:
+        return tensor_to_pil(load_image(str(spec), tile, what))
+    except Exception as exc:  # a moved photo or an offline built-in painting: say so in the figure
+        warn(f"cannot show the {what}: {exc}")
+        return _placeholder(tile, "not found", size)
+
+
+def build_grid(layout: Layout, tile: int = 256) -> Image.Image:
+    """The figure: content and style on top, then one tile per (row, column), labelled."""
+    labels = [layout.row_label(i) for i in range(len(layout.rows))]
+    g = grid_geometry(len(layout.rows), len(layout.cols), tile, labels)
+    canvas = Image.new("RGB", (g.width, g.height), WHITE)
+    draw = ImageDraw.Draw(canvas)
+    first = layout.runs[0].config
+    for j, key in enumerate(("content", "style")):
+        varies = any(not _same(r.config.get(key), first.get(key)) for r in layout.runs)
+        _draw_text(draw, g.caption_box(j), f"{key} (first run)" if varies else key, g.font_size, left=False)
+        _paste(canvas, _source_image(first.get(key), f"{key} image", tile, g.font_size), g.source_box(j))
+    for j in range(len(layout.cols)):
+        _draw_text(draw, g.col_label_box(j), layout.col_label(j), g.font_size, left=False)
+    for i, label in enumerate(labels):
+        _draw_text(draw, g.row_label_box(i), label, g.font_size, left=True)
+        for j in range(len(layout.cols)):
+            run = layout.cells.get((i, j))
+            if run is None:
+                img = _placeholder(tile, "missing", g.font_size)
+            else:
+                try:
+                    img = _fit(open_image(str(run.path / "result.png"), "result"), tile)
+                except NSTError as exc:
+                    warn(str(exc))
+                    img = _placeholder(tile, "no image", g.font_size)
+            _paste(canvas, img, g.cell_box(i, j))
+    return canvas
+
+
+# ------------------------------------------------------------------------------------- plot and table
+
+
+def _write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
+    """A temp file in the same folder, then rename: no reader ever sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def plot_losses(layout: Layout, path: str | Path) -> Path:
+    """Final losses against the row key, one line per column value (and folded keys); log y."""
+    # The Agg canvas directly, not pyplot: no display needed and no global backend switched under a notebook.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    x_key = layout.row_keys[0] if layout.row_keys else None
+    x_values = list(dict.fromkeys(row[0] for row in layout.rows)) if x_key else [None]  # rows are sorted by x
+    numeric = x_key is not None and all(_is_number(v) for v in x_values)
+    positions = [float(v) for v in x_values] if numeric else list(range(len(x_values)))
+
+    # One series per column value and folded-key values; points (x position, run) sorted along x.
+    series: dict[str, list[tuple[float, Run]]] = {}
+    for (i, j), run in sorted(layout.cells.items(), key=lambda cell: (cell[0][1], cell[0][0])):
+        folded = _label(layout.row_keys[layout.x_keys :], layout.rows[i][layout.x_keys :])
+        name = ", ".join(t for t in (layout.col_label(j), folded) if t)
+        series.setdefault(name, []).append((positions[x_values.index(layout.rows[i][0])] if x_key else 0, run))
+    per_layer = len(series) == 1
+    panels = [*LOSSES, "loss_style_layers"] if per_layer else list(LOSSES)
+
+    fig = Figure(figsize=(4.6 * len(panels), 4.0), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    for ax, metric in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
+        lines: dict[str, list[tuple[float, float]]] = {}
+        if metric == "loss_style_layers":
+            points = next(iter(series.values()))
+            layers = dict.fromkeys(k for _, run in points for k in (run.metrics.get(metric) or {}))
+            for layer in layers:
+                lines[layer] = [(x, _number((run.metrics.get(metric) or {}).get(layer))) for x, run in points]
+            ax.set_title("style loss per layer (E_l)")
+        else:
+            lines = {name: [(x, _number(run.metrics.get(metric))) for x, run in pts] for name, pts in series.items()}
+            ax.set_title(metric)
+        for name, points in lines.items():
+            points.sort()
+            ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label=name or None)
+        ys = [y for pts in lines.values() for _, y in pts if math.isfinite(y)]
+        if ys and min(ys) > 0:
+            ax.set_yscale("log")
+        if numeric and min(positions) > 0 and max(positions) / min(positions) > 10:
+            ax.set_xscale("log")
+        if not numeric:  # categories, in the grid's row order
+            ax.set_xticks(positions, [format_value(v) if x_key else "" for v in x_values])
+        ax.set_xlabel(x_key or "")
+        ax.grid(True, which="major", alpha=0.3)
+        if any(lines):  # some line has a name
+            ax.legend(fontsize="small")
+    return _write_atomic(Path(path), lambda f: fig.savefig(f, format="png"))
+
+
+def write_summary(layout: Layout, path: str | Path) -> Path:
+    """One line per run: its folder, the swept keys and every final metric (per-layer losses flattened)."""
+    keys = layout.row_keys[: layout.x_keys] + layout.col_keys + layout.row_keys[layout.x_keys :]
+    rows = []
+    for run in layout.runs:
+        row: dict[str, Any] = {"run": run.name, **{k: run.config.get(k) for k in keys}}
+        for name, value in run.metrics.items():
+            if isinstance(value, dict):
+                row.update({f"{name}.{k}": v for k, v in value.items()})
+            else:
+                row[name] = format_value(value) if isinstance(value, list) else value
+        rows.append(row)
+    first = ["run", *keys, *LOSSES]
+    columns = list(dict.fromkeys(first + [c for row in rows for c in row]))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return _write_atomic(Path(path), lambda f: f.write(text.getvalue().encode()))
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+
+def build_report(
+    directory: str | Path,
+    out: str | Path | None = None,
+    rows: str | None = None,
+    cols: str | None = None,
+    tile: int = 256,
+    losses: str | Path | None = None,
+    summary: str | Path | None = None,
+) -> list[Path]:
+    """grid.png, losses.png and summary.csv for the sweep in ``directory``; returns their paths."""
+    if tile < MIN_TILE:
+        raise NSTError(f"--tile {tile} is too small: use at least {MIN_TILE} px")
+    directory = Path(directory)
+    layout = plan_layout(find_runs(directory), rows, cols)
+    grid = build_grid(layout, tile)
+    grid_path = _write_atomic(Path(out or directory / "grid.png"), lambda f: grid.save(f, format="PNG"))
+    return [
+        grid_path,
+        plot_losses(layout, losses or directory / "losses.png"),
+        write_summary(layout, summary or directory / "summary.csv"),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m nst_lightning.report",
+        description="Grid of result images, loss plot and summary.csv for a sweep (python -m nst_lightning -m ...).",
+    )
+    parser.add_argument("directory", help="the sweep's folder (hydra.sweep.dir), searched recursively for runs")
+    parser.add_argument("--out", help="the grid image (default: DIRECTORY/grid.png)")
+    parser.add_argument("--rows", metavar="KEY", help="swept key for the rows (default: the first swept key)")
+    parser.add_argument("--cols", metavar="KEY", help="swept key for the columns (default: the second)")
+    parser.add_argument("--tile", metavar="PX", type=int, default=256, help="tile size in pixels (default: 256)")
+    parser.add_argument("--losses", metavar="PATH", help="the loss plot (default: DIRECTORY/losses.png)")
+    parser.add_argument("--summary", metavar="PATH", help="the table (default: DIRECTORY/summary.csv)")
+    args = parser.parse_args(argv)
+    try:
+        paths = build_report(args.directory, args.out, args.rows, args.cols, args.tile, args.losses, args.summary)
+    except NSTError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for path in paths:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
