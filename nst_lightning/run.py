@@ -94,8 +94,13 @@ def build_module(cfg: DictConfig) -> StyleTransfer:
     )
 
 
-def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Run one style transfer into ``run_dir``; return the final metrics (also in run_dir/metrics.json)."""
+def run(
+    cfg: DictConfig, run_dir: str | Path, tensorboard_dir: str | Path | None = None, run_name: str | None = None
+) -> dict[str, Any]:
+    """Run one style transfer into ``run_dir``; return the final metrics (also in run_dir/metrics.json).
+
+    TensorBoard events go to run_dir/tensorboard, or, for a sweep, to tensorboard_dir/run_name.
+    """
     validate(cfg)
     run_dir = Path(run_dir)
     if (run_dir / "result.png").exists():
@@ -105,7 +110,10 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     module = build_module(cfg)
     hparams = hyperparameters(cfg)
     report = FinalReport(run_dir, hparams, info={"alpha": hparams["alpha"], "beta": hparams["beta"]})
-    logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="tensorboard", default_hp_metric=False)
+    if tensorboard_dir is None:
+        logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="tensorboard", default_hp_metric=False)
+    else:
+        logger = TensorBoardLogger(save_dir=str(tensorboard_dir), name=run_name, version="", default_hp_metric=False)
     callbacks: list[L.Callback] = [Snapshots(run_dir / "snapshots", cfg.snapshot_every), report]
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(ProgressBar())

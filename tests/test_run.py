@@ -199,6 +199,11 @@ def test_cli_multirun_sweeps_ratio(images, tmp_path):
     assert len(runs) == 2
     ratios = sorted(json.loads((r / "metrics.json").read_text())["alpha"] for r in runs)
     assert ratios == [1e-3, 1e-1]
+    # one TensorBoard folder for the sweep, runs named by the swept key only
+    board = tmp_path / "sweep" / "tensorboard"
+    assert sorted(p.name for p in board.iterdir()) == ["ratio=0.001", "ratio=0.1"]
+    acc = events(board / "ratio=0.001")
+    assert "loss/total" in acc.Tags()["scalars"]
 
 
 @pytest.mark.parametrize(
@@ -229,3 +234,36 @@ def test_bf16_autocast_keeps_losses_in_float32(make_cfg, tmp_path):
     assert all(v.dtype == torch.float32 for v in losses.values())
     fp32 = module.losses(module.image)
     assert losses["total"].item() == pytest.approx(fp32["total"].item(), rel=0.05)
+
+
+@pytest.mark.parametrize(
+    "launcher", [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], ["hydra/launcher=submitit_local"]]
+)
+def test_sweeps_through_hydra_launchers(images, tmp_path, launcher):
+    proc = cli(
+        "-m",
+        *launcher,
+        f"content={images['content']}",
+        f"style={images['style']}",
+        "size=32",
+        "steps=2",
+        "trainer.enable_progress_bar=false",
+        "seed=1,2",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert len(list((tmp_path / "sweep").rglob("result.png"))) == 2
+    assert sorted(p.name for p in (tmp_path / "sweep" / "tensorboard").iterdir()) == ["seed=1", "seed=2"]
+
+
+def test_slurm_gpu_launcher_preset_composes():
+    from hydra import compose, initialize_config_dir
+
+    from nst_lightning.config import conf_dir
+
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm_gpu"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.gpus_per_node == 1 and launcher.tasks_per_node == 1 and launcher.timeout_min == 120
