@@ -35,9 +35,11 @@ def sweep_tensorboard(hc: DictConfig) -> tuple[Path | None, str | None]:
     record = sweep_dir / "multirun.yaml"
     if record.is_file():
         hydra_node = OmegaConf.load(record).hydra
-        overrides = OverridesParser.create().parse_overrides(list(hydra_node.overrides.task))
-        swept = {o.get_key_element() for o in overrides if o.is_sweep_override()}
-        swept |= set((hydra_node.sweeper.get("params") or {}).keys())
+        params = [f"{k}={v}" for k, v in (hydra_node.sweeper.get("params") or {}).items()]
+        is_sweep: dict[str, bool] = {}  # the command line comes after the preset's params and wins
+        for o in OverridesParser.create().parse_overrides(params + list(hydra_node.overrides.task)):
+            is_sweep[o.get_key_element()] = o.is_sweep_override()
+        swept = {key for key, sweep in is_sweep.items() if sweep}
     job = OverridesParser.create().parse_overrides(list(hc.overrides.task))
     parts = [f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in job if o.get_key_element() in swept]
     name = ",".join(parts).replace("/", "_") or f"job{hc.job.num}"

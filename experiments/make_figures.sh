@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Regenerates the study figures in experiments/figures/: each study preset as one Hydra multirun,
+# then its labelled grid and loss plot (python -m nst_lightning.report).
+#   bash experiments/make_figures.sh [CONTENT] [STYLE] [SIZE] [STEPS] [STUDY ...]
+# CONTENT/STYLE: paths or built-in names (tubingen and starry_night download once, checksummed).
+set -euo pipefail
+content=${1:-tubingen}
+style=${2:-starry_night}
+size=${3:-256}
+steps=${4:-200}
+shift $(($# < 4 ? $# : 4))
+studies=("$@")
+[ ${#studies[@]} -gt 0 ] || studies=(content_layers style_layers tradeoff initialisation initialisation_seeds)
+stamp=$(date +%Y-%m-%d_%H-%M-%S)
+mkdir -p experiments/figures
+for study in "${studies[@]}"; do
+  preset=$study
+  extra=()
+  if [ "$study" = initialisation_seeds ]; then  # stochastic results: four white-noise seeds
+    preset=initialisation
+    extra=(init=noise seed=0,1,2,3)
+  fi
+  sweep=outputs/studies/$study-$stamp
+  python -m nst_lightning -m "experiment=$preset" "content=$content" "style=$style" "size=$size" "steps=$steps" \
+    trainer.enable_progress_bar=false snapshot_every=0 "hydra.sweep.dir=$sweep" "${extra[@]}"
+  python -m nst_lightning.report "$sweep" --tile 192 \
+    --out "experiments/figures/$study.png" --losses "experiments/figures/${study}_losses.png"
+done
