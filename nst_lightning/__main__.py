@@ -12,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from nst_lightning.config import conf_dir, register_configs
@@ -55,6 +56,9 @@ def main(cfg: DictConfig) -> float:
         hc = HydraConfig.get()
         tensorboard_dir, run_name = sweep_tensorboard(hc)
         metrics = run(cfg, hc.runtime.output_dir, tensorboard_dir=tensorboard_dir, run_name=run_name)
+    except SIGTERMException:
+        log.error("stopped by SIGTERM: the image so far is saved as result.png (metrics.json: interrupted)")
+        sys.exit(143)
     except (NSTError, MisconfigurationException) as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from nst_lightning.images import save_png
 from nst_lightning.module import StyleTransfer
@@ -76,7 +78,17 @@ class FinalReport(L.Callback):
         self.started = time.perf_counter()
 
     def on_train_end(self, trainer: L.Trainer, module: StyleTransfer) -> None:
-        seconds = time.perf_counter() - self.started
+        self._finish(trainer, module)
+
+    def on_exception(self, trainer: L.Trainer, module: StyleTransfer, exception: BaseException) -> None:
+        """Ctrl-C (KeyboardInterrupt) or SIGTERM (pre-emption): keep the image reached so far."""
+        if isinstance(exception, KeyboardInterrupt | SIGTERMException):
+            with torch.no_grad():
+                module.image.copy_(module.last_finite_image)  # never an image halfway through a bad step
+            self._finish(trainer, module, interrupted=True)
+
+    def _finish(self, trainer: L.Trainer, module: StyleTransfer, interrupted: bool = False) -> None:
+        seconds = time.perf_counter() - getattr(self, "started", time.perf_counter())
         steps = trainer.global_step
         final = module.evaluate()  # one extra evaluation: the last step's loss was of the image before it
         save_png(module.image, self.run_dir / "result.png")
@@ -92,6 +104,7 @@ class FinalReport(L.Callback):
             "device": str(module.device),
             "size": list(module.image.shape[-2:]),
             "diverged": module.diverged_at is not None,
+            "interrupted": interrupted,
             **self.info,
         }
         if "tv" in final:
@@ -105,4 +118,4 @@ class FinalReport(L.Callback):
             final_metrics = {f"final/loss_{k.replace('/', '_')}": v for k, v in final.items()}
             final_metrics["final/seconds_per_step"] = self.metrics["seconds_per_step"]
             tb.log_hyperparams(self.hparams, final_metrics)
-            tb.finalize("success")
+            tb.finalize("failed" if interrupted else "success")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -267,3 +269,29 @@ def test_slurm_gpu_launcher_preset_composes():
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert launcher.gpus_per_node == 1 and launcher.tasks_per_node == 1 and launcher.timeout_min == 120
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 1), (signal.SIGTERM, 143)])
+def test_interrupted_run_keeps_its_image(images, tmp_path, sig, code):
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    args = [f"content={images['content']}", f"style={images['style']}", "size=32", "steps=100000"]
+    args += ["snapshot_every=1", "trainer.enable_progress_bar=false", f"hydra.run.dir={out}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nst_lightning", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 120
+    while not (out / "snapshots" / "step_000003.png").exists():  # a few steps done
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode()[-2000:]
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    output = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == code, output[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["interrupted"] is True and 3 <= metrics["steps"] < 100000
+    assert np.isfinite(metrics["loss_total"])
+    assert Image.open(out / "result.png").size == (32, 27)
