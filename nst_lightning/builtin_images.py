@@ -14,7 +14,6 @@ import http.client
 import logging
 import numbers
 import os
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -26,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from nst_lightning.errors import NSTError
+from nst_lightning.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -305,25 +305,22 @@ def fetch_painting(name: str, cache_dir: Path | None = None, base_url: str | Non
         log.warning("cached %s does not match its pinned sha256: downloading it again", target)
 
     url = _painting_url(default_url, base_url if base_url is not None else os.environ.get(PAINTINGS_URL_ENV))
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{name}-", suffix=".part", dir=folder)
-    except OSError as exc:
-        raise NSTError(
-            f"cannot write to the cache folder {folder} ({exc}); set {CACHE_ENV} to a writable folder"
-        ) from None
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            got = _download(name, url, out, timeout)
-        if got != expected:
+
+    def download_verified(out: BinaryIO) -> None:
+        got = _download(name, url, out, timeout)
+        if got != expected:  # raising here makes atomic_write drop the temp file: nothing unverified lands
             raise NSTError(
                 f"download of '{name}' from {url} has sha256 {got}, expected {expected}: "
                 "the file changed or was corrupted; pass a local file instead"
             )
-        os.replace(tmp, target)  # atomic: other readers see either no file or the whole verified file
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NSTError(
+            f"cannot write to the cache folder {folder} ({exc}); set {CACHE_ENV} to a writable folder"
+        ) from None
+    atomic_write(target, download_verified)  # other readers see no file or the whole verified file
     log.info("downloaded %s to %s", url, target)
     return target
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from nst_lightning import builtin_images
 from nst_lightning.errors import NSTError
+from nst_lightning.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -100,18 +100,9 @@ def tensor_to_pil(image: Tensor) -> Image.Image:
 
 
 def save_png(image: Tensor, path: str | Path) -> Path:
-    """Write a PNG atomically: a temp file in the same folder, then rename, so no reader sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            tensor_to_pil(image).save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write a PNG atomically (temp file + rename), so no reader sees half a file."""
+    pil = tensor_to_pil(image)
+    return atomic_write(path, lambda f: pil.save(f, format="PNG"))
 
 
 def white_noise(shape: tuple[int, ...], seed: int) -> Tensor:

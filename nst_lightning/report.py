@@ -16,20 +16,19 @@ import csv
 import io
 import json
 import math
-import os
 import re
 import sys
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from omegaconf import OmegaConf
 from PIL import Image, ImageDraw, ImageFont
 
 from nst_lightning.errors import NSTError
+from nst_lightning.files import atomic_write
 from nst_lightning.images import load_image, open_image, tensor_to_pil
 
 LOSSES = ("loss_total", "loss_content", "loss_style")
@@ -404,20 +403,6 @@ def build_grid(layout: Layout, tile: int = 256) -> Image.Image:
 # ------------------------------------------------------------------------------------- plot and table
 
 
-def _write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """A temp file in the same folder, then rename: no reader ever sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _number(value: Any) -> float:
     try:
         return float(value)
@@ -472,7 +457,7 @@ def plot_losses(layout: Layout, path: str | Path) -> Path:
         ax.grid(True, which="major", alpha=0.3)
         if any(lines):  # some line has a name
             ax.legend(fontsize="small")
-    return _write_atomic(Path(path), lambda f: fig.savefig(f, format="png"))
+    return atomic_write(Path(path), lambda f: fig.savefig(f, format="png"))
 
 
 def write_summary(layout: Layout, path: str | Path) -> Path:
@@ -493,7 +478,7 @@ def write_summary(layout: Layout, path: str | Path) -> Path:
     writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    return _write_atomic(Path(path), lambda f: f.write(text.getvalue().encode()))
+    return atomic_write(Path(path), lambda f: f.write(text.getvalue().encode()))
 
 
 # ----------------------------------------------------------------------------------------------- CLI
@@ -514,7 +499,7 @@ def build_report(
     directory = Path(directory)
     layout = plan_layout(find_runs(directory), rows, cols)
     grid = build_grid(layout, tile)
-    grid_path = _write_atomic(Path(out or directory / "grid.png"), lambda f: grid.save(f, format="PNG"))
+    grid_path = atomic_write(Path(out or directory / "grid.png"), lambda f: grid.save(f, format="PNG"))
     return [
         grid_path,
         plot_losses(layout, losses or directory / "losses.png"),
