@@ -64,6 +64,9 @@ def main(cfg: DictConfig) -> float:
             raise
         log.error("error: %s", exc)
         sys.exit(2)
+    if metrics.get("interrupted"):
+        log.warning("stopped early: result.png holds the image so far; continue with resume=%s", hc.runtime.output_dir)
+        sys.exit(143 if metrics.get("stopped_by") == "SIGTERM" else 130)
     return metrics["loss_total"]
 
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +20,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from nst_lightning.files import atomic_write
 from nst_lightning.images import save_png
 from nst_lightning.module import StyleTransfer
+
+log = logging.getLogger(__name__)
 
 
 def write_json(data: dict[str, Any], path: Path) -> None:
@@ -59,24 +65,61 @@ class Snapshots(L.Callback):
             self._snapshot(trainer, module, step)
 
 
+class GracefulStop(L.Callback):
+    """The first Ctrl-C or SIGTERM (cluster pre-emption) ends the run after the current step, so the image
+    and the optimiser state are consistent and the run can be resumed; a second Ctrl-C aborts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+
+        def handler(signum: int, frame: Any) -> None:
+            if self.received is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.received = signum
+            trainer.should_stop = True
+            log.warning("%s received: stopping after this step", signal.Signals(signum).name)
+
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, handler)
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
+
+
 class FinalReport(L.Callback):
     """At the end: result.png, metrics.json (losses of the final image) and HParams with final metrics."""
 
-    def __init__(self, run_dir: Path, hparams: dict[str, Any], info: dict[str, Any]) -> None:
-        self.run_dir, self.hparams, self.info = Path(run_dir), hparams, info
+    def __init__(self, run_dir: Path, hparams: dict[str, Any], info: dict[str, Any], stop: GracefulStop) -> None:
+        self.run_dir, self.hparams, self.info, self.stop = Path(run_dir), hparams, info, stop
         self.metrics: dict[str, Any] = {}
 
     def on_train_start(self, trainer: L.Trainer, module: StyleTransfer) -> None:
         self.started = time.perf_counter()
 
     def on_train_end(self, trainer: L.Trainer, module: StyleTransfer) -> None:
-        self._finish(trainer, module)
+        interrupted = self.stop.received is not None and trainer.global_step < module.steps
+        if interrupted:  # image + optimiser + loop state, to continue with resume=<this run dir>
+            tmp = self.run_dir / ".last.ckpt.tmp"
+            trainer.save_checkpoint(tmp)
+            os.replace(tmp, self.run_dir / "last.ckpt")
+        self._finish(trainer, module, interrupted=interrupted)
 
     def on_exception(self, trainer: L.Trainer, module: StyleTransfer, exception: BaseException) -> None:
-        """Ctrl-C (KeyboardInterrupt) or SIGTERM (pre-emption): keep the image reached so far."""
+        """A second Ctrl-C, or a signal outside our handler: keep the image reached so far (no checkpoint)."""
         if isinstance(exception, KeyboardInterrupt | SIGTERMException):
-            with torch.no_grad():
-                module.image.copy_(module.last_finite_image)  # never an image halfway through a bad step
+            if not torch.isfinite(module.image).all():
+                with torch.no_grad():
+                    module.image.copy_(module.last_finite_image)
             self._finish(trainer, module, interrupted=True)
 
     def _finish(self, trainer: L.Trainer, module: StyleTransfer, interrupted: bool = False) -> None:
@@ -97,6 +140,8 @@ class FinalReport(L.Callback):
             "size": list(module.image.shape[-2:]),
             "diverged": module.diverged_at is not None,
             "interrupted": interrupted,
+            "resumable": (self.run_dir / "last.ckpt").is_file() and interrupted,
+            "stopped_by": signal.Signals(self.stop.received).name if self.stop.received else None,
             **self.info,
         }
         if "tv" in final:

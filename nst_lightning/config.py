@@ -61,6 +61,7 @@ class Config:
     steps: int = 300  # optimisation steps: one forward+backward each
     seed: int = 0
     snapshot_every: int = 50  # snapshot PNG + TensorBoard image every N steps (0: none)
+    resume: str | None = None  # a run folder stopped by Ctrl-C/SIGTERM: continue it with its own settings
     network: NetworkConfig = MISSING
     init: InitConfig = MISSING
     optimizer: OptimizerConfig = MISSING

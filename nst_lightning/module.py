@@ -86,6 +86,13 @@ class StyleTransfer(L.LightningModule):
         self.compute_targets()
         self.last_finite_image = self.image.detach().clone()
 
+    # ---- checkpoints: the image and optimiser come from Lightning; L_0 from here --------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["nst"] = {"loss_scale": self.loss_scale}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.loss_scale = checkpoint.get("nst", {}).get("loss_scale")
+
     # ---- the losses ------------------------------------------------------------------------------
     def losses(self, image: Tensor) -> dict[str, Tensor]:
         """alpha L_content + beta L_style (+ tv) for a batch of images; each entry has shape (B,)."""

@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from nst_lightning.callbacks import FinalReport, ProgressBar, Snapshots
+from nst_lightning.callbacks import FinalReport, GracefulStop, ProgressBar, Snapshots
 from nst_lightning.config import layers_in_use, loss_weights, min_image_side, style_weights, validate
 from nst_lightning.errors import NSTError
 from nst_lightning.images import load_image, white_noise
@@ -94,13 +94,30 @@ def build_module(cfg: DictConfig) -> StyleTransfer:
     )
 
 
+def resume_config(cfg: DictConfig) -> tuple[DictConfig, Path]:
+    """``resume=<run dir>``: that run's own configuration and its checkpoint (image, optimiser, step)."""
+    old = Path(cfg.resume)
+    checkpoint, saved = old / "last.ckpt", old / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        raise NSTError(f"resume={old}: not a run folder (no .hydra/config.yaml there)")
+    if not checkpoint.is_file():
+        raise NSTError(f"resume={old}: no last.ckpt there; only a run stopped by Ctrl-C or SIGTERM can be resumed")
+    old_cfg = OmegaConf.load(saved)
+    old_cfg.resume = None
+    return old_cfg, checkpoint
+
+
 def run(
     cfg: DictConfig, run_dir: str | Path, tensorboard_dir: str | Path | None = None, run_name: str | None = None
 ) -> dict[str, Any]:
     """Run one style transfer into ``run_dir``; return the final metrics (also in run_dir/metrics.json).
 
     TensorBoard events go to run_dir/tensorboard, or, for a sweep, to tensorboard_dir/run_name.
+    With ``resume=<run dir>`` the interrupted run continues, with its own settings, into ``run_dir``.
     """
+    checkpoint = None
+    if cfg.get("resume"):
+        cfg, checkpoint = resume_config(cfg)
     validate(cfg)
     run_dir = Path(run_dir)
     if (run_dir / "result.png").exists():
@@ -109,17 +126,18 @@ def run(
     L.seed_everything(cfg.seed, verbose=False)
     module = build_module(cfg)
     hparams = hyperparameters(cfg)
-    report = FinalReport(run_dir, hparams, info={"alpha": hparams["alpha"], "beta": hparams["beta"]})
+    stop = GracefulStop()
+    report = FinalReport(run_dir, hparams, info={"alpha": hparams["alpha"], "beta": hparams["beta"]}, stop=stop)
     if tensorboard_dir is None:
         logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="tensorboard", default_hp_metric=False)
     else:
         logger = TensorBoardLogger(save_dir=str(tensorboard_dir), name=run_name, version="", default_hp_metric=False)
-    callbacks: list[L.Callback] = [Snapshots(run_dir / "snapshots", cfg.snapshot_every), report]
+    callbacks: list[L.Callback] = [Snapshots(run_dir / "snapshots", cfg.snapshot_every), stop, report]
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(ProgressBar())
     trainer = L.Trainer(
         max_steps=cfg.steps,
-        max_epochs=1,
+        max_epochs=-1,  # steps alone bound a run: after an early stop + resume, the epoch count is past 1
         logger=logger,
         callbacks=callbacks,
         enable_checkpointing=False,
@@ -128,7 +146,9 @@ def run(
         default_root_dir=str(run_dir),
         **OmegaConf.to_container(cfg.trainer, resolve=True),
     )
-    trainer.fit(module)
+    trainer.fit(module, ckpt_path=checkpoint, weights_only=True)  # a checkpoint is data, never code
+    if not report.metrics:
+        raise NSTError(f"the run stopped before its first step (steps={cfg.steps}): nothing was optimised")
     if module.diverged_at is not None:
         log.error("the loss became non-finite at step %d: kept the last finite image", module.diverged_at)
     log.info("result: %s", run_dir / "result.png")

@@ -271,7 +271,7 @@ def test_slurm_gpu_launcher_preset_composes():
     assert launcher.gpus_per_node == 1 and launcher.tasks_per_node == 1 and launcher.timeout_min == 120
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 1), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupted_run_keeps_its_image(images, tmp_path, sig, code):
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -293,5 +293,50 @@ def test_interrupted_run_keeps_its_image(images, tmp_path, sig, code):
     assert proc.returncode == code, output[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["interrupted"] is True and 3 <= metrics["steps"] < 100000
+    assert metrics["resumable"] is True and (out / "last.ckpt").is_file()
+    assert metrics["stopped_by"] == sig.name
+    assert "continue with resume=" in output
     assert np.isfinite(metrics["loss_total"])
     assert Image.open(out / "result.png").size == (32, 27)
+
+
+def test_resume_continues_to_the_same_image(images, tmp_path):
+    """Interrupt a run with Ctrl-C, resume it: the final image equals an uninterrupted run's."""
+    common = [f"content={images['content']}", f"style={images['style']}", "size=32", "steps=150"]
+    common += ["trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
+    whole = cli(*common, "snapshot_every=0", f"hydra.run.dir={tmp_path / 'whole'}", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+
+    part = tmp_path / "part"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nst_lightning", *common, "snapshot_every=1", f"hydra.run.dir={part}"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 120
+    while not (part / "snapshots" / "step_000005.png").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode()[-2000:]
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    stopped_at = json.loads((part / "metrics.json").read_text())["steps"]
+    assert 5 <= stopped_at < 150
+
+    resumed = cli(f"resume={part}", f"hydra.run.dir={tmp_path / 'resumed'}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    metrics = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
+    assert metrics["steps"] == 150 and metrics["interrupted"] is False
+    a, b = pixels(tmp_path / "whole" / "result.png"), pixels(tmp_path / "resumed" / "result.png")
+    assert np.abs(a - b).max() <= 2 / 255
+    assert metrics["loss_total"] == pytest.approx(
+        json.loads((tmp_path / "whole" / "metrics.json").read_text())["loss_total"], rel=1e-3
+    )
+
+
+def test_resume_needs_an_interrupted_run(images, tmp_path):
+    proc = cli(f"resume={tmp_path}", f"hydra.run.dir={tmp_path / 'r'}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "not a run folder" in proc.stdout + proc.stderr
