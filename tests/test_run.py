@@ -184,18 +184,15 @@ def test_cli_run_from_another_directory(images, tmp_path):
     assert (tmp_path / "cli" / ".hydra" / "config.yaml").is_file()
 
 
+def tiny_sweep(images, tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """A multirun on the synthetic images into tmp_path/sweep."""
+    tiny = [f"content={images['content']}", f"style={images['style']}", "size=32", "steps=2"]
+    tiny += ["trainer.enable_progress_bar=false", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    return cli("-m", *tiny, *overrides, cwd=tmp_path)
+
+
 def test_cli_multirun_sweeps_ratio(images, tmp_path):
-    proc = cli(
-        "-m",
-        f"content={images['content']}",
-        f"style={images['style']}",
-        "size=32",
-        "steps=2",
-        "trainer.enable_progress_bar=false",
-        "ratio=1e-1,1e-3",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        cwd=tmp_path,
-    )
+    proc = tiny_sweep(images, tmp_path, "ratio=1e-1,1e-3")
     assert proc.returncode == 0, proc.stderr[-2000:]
     runs = sorted(p.parent for p in (tmp_path / "sweep").rglob("metrics.json"))
     assert len(runs) == 2
@@ -242,18 +239,7 @@ def test_bf16_autocast_keeps_losses_in_float32(make_cfg, tmp_path):
     "launcher", [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], ["hydra/launcher=submitit_local"]]
 )
 def test_sweeps_through_hydra_launchers(images, tmp_path, launcher):
-    proc = cli(
-        "-m",
-        *launcher,
-        f"content={images['content']}",
-        f"style={images['style']}",
-        "size=32",
-        "steps=2",
-        "trainer.enable_progress_bar=false",
-        "seed=1,2",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        cwd=tmp_path,
-    )
+    proc = tiny_sweep(images, tmp_path, *launcher, "seed=1,2")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert len(list((tmp_path / "sweep").rglob("result.png"))) == 2
     assert sorted(p.name for p in (tmp_path / "sweep" / "tensorboard").iterdir()) == ["seed=1", "seed=2"]
@@ -271,25 +257,26 @@ def test_slurm_gpu_launcher_preset_composes():
     assert launcher.gpus_per_node == 1 and launcher.tasks_per_node == 1 and launcher.timeout_min == 120
 
 
+def run_then_signal(args: list[str], out: Path, sig: int, after_step: int) -> subprocess.CompletedProcess:
+    """Start a CLI run into ``out`` (snapshots every step), send ``sig`` once step ``after_step`` is done."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "nst_lightning", *args, "snapshot_every=1", f"hydra.run.dir={out}"]
+    proc = subprocess.Popen(command, cwd=out.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while not (out / "snapshots" / f"step_{after_step:06d}.png").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode()[-2000:]
+        time.sleep(0.1)
+    proc.send_signal(sig)
+    output = proc.communicate(timeout=120)[0].decode()
+    return subprocess.CompletedProcess(command, proc.returncode, output, "")
+
+
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupted_run_keeps_its_image(images, tmp_path, sig, code):
     out = tmp_path / "run"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     args = [f"content={images['content']}", f"style={images['style']}", "size=32", "steps=100000"]
-    args += ["snapshot_every=1", "trainer.enable_progress_bar=false", f"hydra.run.dir={out}"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nst_lightning", *args],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 120
-    while not (out / "snapshots" / "step_000003.png").exists():  # a few steps done
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode()[-2000:]
-        time.sleep(0.2)
-    proc.send_signal(sig)
-    output = proc.communicate(timeout=120)[0].decode()
+    proc = run_then_signal([*args, "trainer.enable_progress_bar=false"], out, sig, after_step=3)
+    output = proc.stdout
     assert proc.returncode == code, output[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["interrupted"] is True and 3 <= metrics["steps"] < 100000
@@ -308,20 +295,7 @@ def test_resume_continues_to_the_same_image(images, tmp_path):
     assert whole.returncode == 0, whole.stderr[-2000:]
 
     part = tmp_path / "part"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nst_lightning", *common, "snapshot_every=1", f"hydra.run.dir={part}"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 120
-    while not (part / "snapshots" / "step_000005.png").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode()[-2000:]
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=120)
+    run_then_signal(common, part, signal.SIGINT, after_step=5)
     stopped_at = json.loads((part / "metrics.json").read_text())["steps"]
     assert 5 <= stopped_at < 150
 
