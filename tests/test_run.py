@@ -314,3 +314,12 @@ def test_resume_needs_an_interrupted_run(images, tmp_path):
     proc = cli(f"resume={tmp_path}", f"hydra.run.dir={tmp_path / 'r'}", cwd=tmp_path)
     assert proc.returncode == 2
     assert "not a run folder" in proc.stdout + proc.stderr
+
+
+def test_help_lists_groups_and_presets(tmp_path):
+    proc = cli("--help", cwd=tmp_path)
+    assert proc.returncode == 0
+    assert "Usage:  python -m nst_lightning" in proc.stdout
+    assert "network: " in proc.stdout and "vgg19_random" in proc.stdout
+    assert "experiment: content_layer_transfer, content_layers, fig3_grid" in proc.stdout
+    assert "content_layer: conv4_2" in proc.stdout
