@@ -24,8 +24,12 @@ from nst_lightning.files import atomic_write
 log = logging.getLogger(__name__)
 
 
-def open_image(spec: str, what: str = "image") -> Image.Image:
-    """Open a path or a built-in name as an RGB PIL image (the whole image, not yet resized)."""
+def open_image(spec: str, what: str = "image", long_side: int | None = None) -> Image.Image:
+    """Open a path or a built-in name as an RGB PIL image, not yet resized.
+
+    With ``long_side``, a large JPEG is decoded at a reduced scale (still >= long_side): a 20000 px
+    photo then costs a fraction of its full-size memory.
+    """
     path = Path(os.path.expanduser(str(spec)))
     if not path.exists() and str(spec) in builtin_images.builtin_names():
         return builtin_images.open_builtin(str(spec))
@@ -38,6 +42,8 @@ def open_image(spec: str, what: str = "image") -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(path)
+            if long_side is not None and img.format == "JPEG":
+                img.draft("RGB", (long_side, long_side))
             n_frames = getattr(img, "n_frames", 1)
             if n_frames > 1:
                 log.warning("%s '%s' has %d frames: using the first", what, spec, n_frames)
@@ -85,7 +91,7 @@ def pil_to_batch(img: Image.Image) -> Tensor:
 
 def load_image(spec: str, long_side: int | None = None, what: str = "image") -> Tensor:
     """Path or built-in name -> (1, 3, H, W) in [0, 1], its long side resized to ``long_side``."""
-    img = open_image(spec, what)
+    img = open_image(spec, what, long_side)
     if long_side is not None:
         img = resize_long_side(img, long_side)
     return pil_to_batch(img)

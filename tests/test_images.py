@@ -585,3 +585,15 @@ def test_pil_to_batch_and_tensor_to_pil_are_inverse():
     batch = images.pil_to_batch(img)
     assert batch.tolist() == [[[[1.0, 1.0]], [[0.0, 0.0]], [[0.0, 0.0]]]]
     assert images.tensor_to_pil(batch).tobytes() == img.tobytes()
+
+
+def test_large_jpeg_is_decoded_at_reduced_scale(tmp_path):
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (4000, 3000), (200, 30, 30)).save(path, quality=80)
+    full = open_image(str(path))
+    reduced = open_image(str(path), long_side=500)
+    assert full.size == (4000, 3000)
+    assert max(reduced.size) <= 1000  # draft: a power-of-2 reduction that keeps both sides >= 500
+    tensor = load_image(str(path), 500)
+    assert tensor.shape == (1, 3, 375, 500)
+    assert torch.allclose(tensor[0, :, 100, 100], torch.tensor([200, 30, 30]) / 255, atol=0.04)
