@@ -323,3 +323,16 @@ def test_help_lists_groups_and_presets(tmp_path):
     assert "network: " in proc.stdout and "vgg19_random" in proc.stdout
     assert "experiment: content_layer_transfer, content_layers, fig3_grid" in proc.stdout
     assert "content_layer: conv4_2" in proc.stdout
+
+
+def test_divergence_stops_and_keeps_the_last_finite_image(make_cfg, tmp_path, caplog):
+    cfg = make_cfg("optimizer=adam", "optimizer.lr=1e30", "steps=10", "init=content")
+    metrics = run(cfg, tmp_path / "run")
+    assert metrics["diverged"] is True and metrics["diverged_at_step"] < 10
+    assert metrics["steps"] < 10  # stopped early
+    assert "non-finite at step" in caplog.text
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["diverged"] is True
+    result = pixels(tmp_path / "run" / "result.png")
+    content = build_module(make_cfg()).frozen.content[0].permute(1, 2, 0).numpy()
+    assert np.abs(result - content).max() <= 1 / 255 + 1e-6  # the content start, the last finite image
