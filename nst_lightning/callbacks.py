@@ -130,8 +130,8 @@ class FinalReport(L.Callback):
         layer_losses = {k.split("/", 1)[1]: v for k, v in final.items() if k.startswith("style/")}
         self.metrics = {
             "loss_total": final["total"],
-            "loss_content": final["content"],
-            "loss_style": final["style"],
+            "loss_content": final.get("content"),  # None: weighted 0, not computed
+            "loss_style": final.get("style"),
             "loss_style_layers": layer_losses,
             "steps": steps,
             "seconds": seconds,

@@ -166,7 +166,11 @@ def validate(cfg: DictConfig | Config) -> None:
 
 
 def layers_in_use(cfg: DictConfig | Config) -> list[str]:
-    return list(dict.fromkeys([cfg.content_layer, *cfg.style_layers]))
+    """The layers whose losses carry weight: a term weighted 0 is not computed, so the network can stop earlier
+    (a content reconstruction at conv1_1 never runs conv2_1 ... conv5_1)."""
+    alpha, beta = loss_weights(cfg)
+    layers = ([cfg.content_layer] if alpha > 0 else []) + (list(cfg.style_layers) if beta > 0 else [])
+    return list(dict.fromkeys(layers)) or [cfg.content_layer]  # tv alone: any shallow layer will do
 
 
 def min_image_side(cfg: DictConfig | Config) -> int:

@@ -70,6 +70,7 @@ class StyleTransfer(L.LightningModule):
         self.last_finite_image = self.image.detach().clone()
         self.diverged_at: int | None = None
         self.loss_scale: float | None = None  # L_0, set by the first evaluation
+        self.targets_ready = False
 
     # ---- targets ---------------------------------------------------------------------------------
     @torch.no_grad()
@@ -78,9 +79,13 @@ class StyleTransfer(L.LightningModule):
         f = self.frozen
         f.network.to(self.device)
         f.content, f.style = f.content.to(self.device), f.style.to(self.device)
-        f.content_target = f.network(f.content)[self.content_layer].float()
-        style_features = f.network(f.style)
-        f.style_targets = {name: gram_over_m(style_features[name])[0] for name in self.style_weights}
+        content_features, style_features = f.network(f.content), f.network(f.style)
+        # A term weighted 0 is not computed at all; its layers may not even be in the cut network.
+        if self.alpha > 0:
+            f.content_target = content_features[self.content_layer].float()
+        if self.beta > 0:
+            f.style_targets = {name: gram_over_m(style_features[name])[0] for name in self.style_weights}
+        self.targets_ready = True
 
     def on_fit_start(self) -> None:
         self.compute_targets()
@@ -95,16 +100,25 @@ class StyleTransfer(L.LightningModule):
 
     # ---- the losses ------------------------------------------------------------------------------
     def losses(self, image: Tensor) -> dict[str, Tensor]:
-        """alpha L_content + beta L_style (+ tv) for a batch of images; each entry has shape (B,)."""
+        """alpha L_content + beta L_style (+ tv) for a batch of images; each entry has shape (B,).
+
+        A term whose weight is 0 is not computed (its layers may not even be in the cut network):
+        its key is then absent.
+        """
         f = self.frozen
         features = f.network(image)
+        out: dict[str, Tensor] = {}
+        total = torch.zeros(image.shape[0], device=image.device)
         # Gram matrices and sums stay float32 even under bf16 autocast.
         with torch.autocast(device_type=image.device.type, enabled=False):
-            content = content_loss(features[self.content_layer], f.content_target)
-            per_layer = {name: style_layer_loss(features[name], f.style_targets[name]) for name in self.style_weights}
-            style = style_loss(per_layer, self.style_weights)
-            total = self.alpha * content + self.beta * style
-            out = {"total": total, "content": content, "style": style}
+            if f.content_target is not None:
+                out["content"] = content_loss(features[self.content_layer], f.content_target)
+                total = total + self.alpha * out["content"]
+            per_layer = {name: style_layer_loss(features[name], target) for name, target in f.style_targets.items()}
+            if per_layer:
+                out["style"] = style_loss(per_layer, self.style_weights)
+                total = total + self.beta * out["style"]
+            out["total"] = total
             if self.tv_weight:
                 out["tv"] = total_variation(image)
                 out["total"] = total + self.tv_weight * out["tv"]
@@ -114,7 +128,7 @@ class StyleTransfer(L.LightningModule):
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Losses of the current image, as Python floats (used for the final metrics)."""
-        if self.frozen.content_target is None:
+        if not self.targets_ready:
             self.compute_targets()
         return {k: float(v.sum()) for k, v in self.losses(self.image.to(self.device)).items()}
 
@@ -160,7 +174,8 @@ class StyleTransfer(L.LightningModule):
             with torch.no_grad():
                 self.image.copy_(self.last_finite_image)
         for key in ("total", "content", "style"):
-            self.log(f"loss/{key}", losses[key], prog_bar=True, on_step=True, on_epoch=False)
+            if key in losses:
+                self.log(f"loss/{key}", losses[key], prog_bar=True, on_step=True, on_epoch=False)
         for key, value in losses.items():
             if key.startswith("style/") or key == "tv":
                 self.log(f"loss/{key}", value, on_step=True, on_epoch=False)

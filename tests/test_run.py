@@ -336,3 +336,17 @@ def test_divergence_stops_and_keeps_the_last_finite_image(make_cfg, tmp_path, ca
     result = pixels(tmp_path / "run" / "result.png")
     content = build_module(make_cfg()).frozen.content[0].permute(1, 2, 0).numpy()
     assert np.abs(result - content).max() <= 1 / 255 + 1e-6  # the content start, the last finite image
+
+
+def test_terms_weighted_zero_are_not_computed(make_cfg, tmp_path):
+    content_only = make_cfg("style_weight=0", "content_weight=1", "content_layer=conv1_1")
+    assert build_module(content_only).frozen.network.names[-1] == "conv1_1"  # conv2_1 ... conv5_1 never run
+    metrics = run(content_only, tmp_path / "content")
+    assert metrics["loss_style"] is None and metrics["loss_style_layers"] == {}
+    assert metrics["loss_total"] == pytest.approx(metrics["loss_content"])
+
+    style_only = make_cfg("ratio=0", "style_layers=[conv1_1,conv2_1]")
+    assert build_module(style_only).frozen.network.names[-1] == "conv2_1"  # not conv4_2
+    metrics = run(style_only, tmp_path / "style")
+    assert metrics["loss_content"] is None and set(metrics["loss_style_layers"]) == {"conv1_1", "conv2_1"}
+    assert metrics["loss_total"] == pytest.approx(metrics["loss_style"])
