@@ -371,14 +371,18 @@ def _source_image(spec: Any, what: str, tile: int, size: int) -> Image.Image:
         return _placeholder(tile, "not found", size)
 
 
-def build_grid(layout: Layout, tile: int = 256) -> Image.Image:
-    """The figure: content and style on top, then one tile per (row, column), labelled."""
+def build_grid(layout: Layout, tile: int = 256, sources: bool = True) -> Image.Image:
+    """The figure: content and style on top, then one tile per (row, column), labelled.
+
+    ``sources=False`` leaves out the content/style band (height pad + label_h + tile), e.g. for figures
+    published without copies of third-party input images.
+    """
     labels = [layout.row_label(i) for i in range(len(layout.rows))]
     g = grid_geometry(len(layout.rows), len(layout.cols), tile, labels)
     canvas = Image.new("RGB", (g.width, g.height), WHITE)
     draw = ImageDraw.Draw(canvas)
     first = layout.runs[0].config
-    for j, key in enumerate(("content", "style")):
+    for j, key in enumerate(("content", "style") if sources else ()):
         varies = any(not _same(r.config.get(key), first.get(key)) for r in layout.runs)
         _draw_text(draw, g.caption_box(j), f"{key} (first run)" if varies else key, g.font_size, left=False)
         _paste(canvas, _source_image(first.get(key), f"{key} image", tile, g.font_size), g.source_box(j))
@@ -397,6 +401,8 @@ def build_grid(layout: Layout, tile: int = 256) -> Image.Image:
                     warn(str(exc))
                     img = _placeholder(tile, "no image", g.font_size)
             _paste(canvas, img, g.cell_box(i, j))
+    if not sources:
+        return canvas.crop((0, g.pad + g.label_h + g.tile, g.width, g.height))
     return canvas
 
 
@@ -492,13 +498,14 @@ def build_report(
     tile: int = 256,
     losses: str | Path | None = None,
     summary: str | Path | None = None,
+    sources: bool = True,
 ) -> list[Path]:
     """grid.png, losses.png and summary.csv for the sweep in ``directory``; returns their paths."""
     if tile < MIN_TILE:
         raise NSTError(f"--tile {tile} is too small: use at least {MIN_TILE} px")
     directory = Path(directory)
     layout = plan_layout(find_runs(directory), rows, cols)
-    grid = build_grid(layout, tile)
+    grid = build_grid(layout, tile, sources)
     grid_path = atomic_write(Path(out or directory / "grid.png"), lambda f: grid.save(f, format="PNG"))
     return [
         grid_path,
@@ -519,9 +526,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tile", metavar="PX", type=int, default=256, help="tile size in pixels (default: 256)")
     parser.add_argument("--losses", metavar="PATH", help="the loss plot (default: DIRECTORY/losses.png)")
     parser.add_argument("--summary", metavar="PATH", help="the table (default: DIRECTORY/summary.csv)")
+    parser.add_argument("--no-sources", action="store_true", help="leave the content and style images out of the grid")
     args = parser.parse_args(argv)
     try:
-        paths = build_report(args.directory, args.out, args.rows, args.cols, args.tile, args.losses, args.summary)
+        paths = build_report(
+            args.directory, args.out, args.rows, args.cols, args.tile, args.losses, args.summary, not args.no_sources
+        )
     except NSTError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -348,3 +348,16 @@ def test_flatten_and_format():
         "true",
         "null",
     ]
+
+
+def test_no_sources_leaves_out_the_input_images(tmp_path):
+    layout = plan_layout(find_runs(fake_sweep(tmp_path / "sweep")))
+    tile = 64
+    g = grid_geometry(3, 2, tile, [layout.row_label(i) for i in range(3)])
+    full, bare = build_grid(layout, tile), build_grid(layout, tile, sources=False)
+    band = g.pad + g.label_h + tile
+    assert bare.size == (g.width, g.height - band)
+    # the grid below the band is the same picture
+    assert np.array_equal(np.asarray(bare), np.asarray(full.crop((0, band, g.width, g.height))))
+    assert main([str(tmp_path / "sweep"), "--no-sources", "--tile", "64"]) == 0
+    assert Image.open(tmp_path / "sweep" / "grid.png").size == bare.size
