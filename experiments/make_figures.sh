@@ -23,6 +23,7 @@ for study in "${studies[@]}"; do
   sweep=outputs/studies/$study-$stamp
   python -m nst_lightning -m "experiment=$preset" "content=$content" "style=$style" "size=$size" "steps=$steps" \
     trainer.enable_progress_bar=false snapshot_every=0 "hydra.sweep.dir=$sweep" "${extra[@]}"
-  python -m nst_lightning.report "$sweep" --tile 192 \
-    --out "experiments/figures/$study.png" --losses "experiments/figures/${study}_losses.png"
+  python -m nst_lightning.report "$sweep" --tile 192 --no-sources \
+    --out "experiments/figures/$study.png" --losses "experiments/figures/${study}_losses.png" \
+    --summary "experiments/figures/${study}_summary.csv"
 done
