@@ -157,7 +157,7 @@ class StyleTransfer(L.LightningModule):
             losses = self.losses(self.image)
             total = losses["total"].sum()
             if torch.isfinite(total):
-                self.last_finite_image = self.image.detach().clone()
+                self.last_finite_image.copy_(self.image.detach())  # into the buffer made at fit start
                 if self.loss_scale is None:
                     self.loss_scale = max(float(total.detach()), 1e-30)
                 self.manual_backward(total / self.loss_scale)
