@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,14 @@ def write_json(data: dict[str, Any], path: Path) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def _tensorboard(trainer: L.Trainer) -> TensorBoardLogger | None:
-    return next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+@dataclass
+class ImageRun:
+    """Where one generated image's results go (a batched sweep has one per image)."""
+
+    folder: Path  # result.png, metrics.json, snapshots/
+    logger: TensorBoardLogger  # its own TensorBoard run: losses, snapshots, HParams
+    hparams: dict[str, Any]
+    info: dict[str, Any] = field(default_factory=dict)  # extra entries for metrics.json
 
 
 class ProgressBar(TQDMProgressBar):
@@ -43,26 +50,39 @@ class ProgressBar(TQDMProgressBar):
         return metrics
 
 
+class LossCurves(L.Callback):
+    """Every step, each image's losses (total, content, style and each style layer, ...) to its TensorBoard run."""
+
+    def __init__(self, runs: list[ImageRun]) -> None:
+        self.runs = runs
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: StyleTransfer, *args: Any) -> None:
+        losses = {key: value.detach().cpu() for key, value in module.last_losses.items()}
+        for k, run in enumerate(self.runs):
+            values = module.image_losses(losses, k)
+            run.logger.log_metrics({f"loss/{key}": value for key, value in values.items()}, step=trainer.global_step)
+
+
 class Snapshots(L.Callback):
-    """Every ``every`` steps (and at step 0): a PNG in snapshots/ and the image in TensorBoard."""
+    """Every ``every`` steps (and at step 0): a PNG in snapshots/ and the image in TensorBoard, per image."""
 
-    def __init__(self, folder: Path, every: int) -> None:
-        self.folder, self.every = Path(folder), every
+    def __init__(self, runs: list[ImageRun], every: int) -> None:
+        self.runs, self.every = runs, every
 
-    def _snapshot(self, trainer: L.Trainer, module: StyleTransfer, step: int) -> None:
-        save_png(module.image, self.folder / f"step_{step:06d}.png")
-        tb = _tensorboard(trainer)
-        if tb is not None:
-            tb.experiment.add_image("image", module.image.detach()[0].clamp(0, 1).float().cpu(), step)
+    def _snapshot(self, module: StyleTransfer, step: int) -> None:
+        images = module.result().cpu()
+        for image, run in zip(images, self.runs, strict=True):
+            save_png(image, run.folder / "snapshots" / f"step_{step:06d}.png")
+            run.logger.experiment.add_image("image", image, step)
 
     def on_train_start(self, trainer: L.Trainer, module: StyleTransfer) -> None:
         if self.every:
-            self._snapshot(trainer, module, 0)
+            self._snapshot(module, 0)
 
     def on_train_batch_end(self, trainer: L.Trainer, module: StyleTransfer, *args: Any) -> None:
         step = trainer.global_step
         if self.every and step % self.every == 0 and step < module.steps:
-            self._snapshot(trainer, module, step)
+            self._snapshot(module, step)
 
 
 class GracefulStop(L.Callback):
@@ -97,62 +117,69 @@ class GracefulStop(L.Callback):
 
 
 class FinalReport(L.Callback):
-    """At the end: result.png, metrics.json (losses of the final image) and HParams with final metrics."""
+    """At the end, per image: result.png, metrics.json (losses of the final image) and HParams with final metrics.
 
-    def __init__(self, run_dir: Path, hparams: dict[str, Any], info: dict[str, Any], stop: GracefulStop) -> None:
-        self.run_dir, self.hparams, self.info, self.stop = Path(run_dir), hparams, info, stop
-        self.metrics: dict[str, Any] = {}
+    An interrupted run also leaves last.ckpt in ``checkpoint_dir`` (image + optimiser + loop state).
+    """
+
+    def __init__(self, runs: list[ImageRun], checkpoint_dir: Path, stop: GracefulStop) -> None:
+        self.runs, self.checkpoint_dir, self.stop = runs, Path(checkpoint_dir), stop
+        self.metrics: list[dict[str, Any]] = []
 
     def on_train_start(self, trainer: L.Trainer, module: StyleTransfer) -> None:
         self.started = time.perf_counter()
 
     def on_train_end(self, trainer: L.Trainer, module: StyleTransfer) -> None:
         interrupted = self.stop.received is not None and trainer.global_step < module.steps
-        if interrupted:  # image + optimiser + loop state, to continue with resume=<this run dir>
-            tmp = self.run_dir / ".last.ckpt.tmp"
+        if interrupted:  # to continue with resume=<this run dir>
+            tmp = self.checkpoint_dir / ".last.ckpt.tmp"
             trainer.save_checkpoint(tmp)
-            os.replace(tmp, self.run_dir / "last.ckpt")
+            os.replace(tmp, self.checkpoint_dir / "last.ckpt")
         self._finish(trainer, module, interrupted=interrupted)
 
     def on_exception(self, trainer: L.Trainer, module: StyleTransfer, exception: BaseException) -> None:
         """A second Ctrl-C, or a signal outside our handler: keep the image reached so far (no checkpoint)."""
         if isinstance(exception, KeyboardInterrupt | SIGTERMException):
-            if not torch.isfinite(module.image).all():
-                with torch.no_grad():
-                    module.image.copy_(module.last_finite_image)
+            with torch.no_grad():
+                broken = ~torch.isfinite(module.image).flatten(1).all(1)
+                module.image[broken] = module.last_finite_image[broken]
             self._finish(trainer, module, interrupted=True)
 
     def _finish(self, trainer: L.Trainer, module: StyleTransfer, interrupted: bool = False) -> None:
         seconds = time.perf_counter() - getattr(self, "started", time.perf_counter())
         steps = trainer.global_step
-        final = module.evaluate()  # one extra evaluation: the last step's loss was of the image before it
-        save_png(module.image, self.run_dir / "result.png")
-        layer_losses = {k.split("/", 1)[1]: v for k, v in final.items() if k.startswith("style/")}
-        self.metrics = {
-            "loss_total": final["total"],
-            "loss_content": final.get("content"),  # None: weighted 0, not computed
-            "loss_style": final.get("style"),
-            "loss_style_layers": layer_losses,
-            "steps": steps,
-            "seconds": seconds,
-            "seconds_per_step": seconds / max(steps, 1),
-            "device": str(module.device),
-            "size": list(module.image.shape[-2:]),
-            "diverged": module.diverged_at is not None,
-            "interrupted": interrupted,
-            "resumable": (self.run_dir / "last.ckpt").is_file() and interrupted,
-            "stopped_by": signal.Signals(self.stop.received).name if self.stop.received else None,
-            **self.info,
-        }
-        if "tv" in final:
-            self.metrics["loss_tv"] = final["tv"]
-        if module.diverged_at is not None:
-            self.metrics["diverged_at_step"] = module.diverged_at
-        write_json(self.metrics, self.run_dir / "metrics.json")
-        tb = _tensorboard(trainer)
-        if tb is not None:
-            tb.experiment.add_image("result", module.image.detach()[0].clamp(0, 1).float().cpu(), steps)
-            final_metrics = {f"final/loss_{k.replace('/', '_')}": v for k, v in final.items()}
-            final_metrics["final/seconds_per_step"] = self.metrics["seconds_per_step"]
-            tb.log_hyperparams(self.hparams, final_metrics)
-            tb.finalize("failed" if interrupted else "success")
+        # One extra evaluation: the last step's loss was of the image before that step.
+        final = {key: torch.tensor(values) for key, values in module.evaluate().items()}
+        images = module.result().cpu()
+        resumable = interrupted and (self.checkpoint_dir / "last.ckpt").is_file()
+        self.metrics = []
+        for k, run in enumerate(self.runs):
+            losses = module.image_losses(final, k)
+            diverged_at = module.diverged_at[k]
+            metrics = {
+                "loss_total": losses["total"],
+                "loss_content": losses.get("content"),  # None: weighted 0, not computed
+                "loss_style": losses.get("style"),
+                "loss_style_layers": {key.split("/", 1)[1]: v for key, v in losses.items() if key.startswith("style/")},
+                **{f"loss_{key}": losses[key] for key in ("tv", "color", "temporal") if key in losses},
+                "steps": steps,
+                "seconds": seconds,
+                "seconds_per_step": seconds / max(steps, 1),
+                "device": str(module.device),
+                "size": list(images.shape[-2:]),
+                "diverged": diverged_at is not None,
+                "interrupted": interrupted,
+                "resumable": resumable,
+                "stopped_by": signal.Signals(self.stop.received).name if self.stop.received else None,
+                **run.info,
+            }
+            if diverged_at is not None:
+                metrics["diverged_at_step"] = diverged_at
+            save_png(images[k], run.folder / "result.png")
+            write_json(metrics, run.folder / "metrics.json")
+            run.logger.experiment.add_image("result", images[k], steps)
+            final_metrics = {f"final/loss_{key.replace('/', '_')}": value for key, value in losses.items()}
+            final_metrics["final/seconds_per_step"] = metrics["seconds_per_step"]
+            run.logger.log_hyperparams(run.hparams, final_metrics)
+            run.logger.finalize("failed" if interrupted else "success")
+            self.metrics.append(metrics)

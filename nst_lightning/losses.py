@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from nst_lightning.color import color_stats
+
 
 def _at_least_fp32(x: Tensor) -> Tensor:
     """Half and bfloat16 go up to float32; float32 and float64 stay as they are."""
@@ -33,20 +35,29 @@ def gram_matrix(features: Tensor) -> Tensor:
     return f @ f.transpose(1, 2)
 
 
-def gram_over_m(features: Tensor) -> Tensor:
-    """G / M_l, computed as (F / sqrt(M)) (F / sqrt(M))^T so no entry ever holds the raw sum."""
-    f = _at_least_fp32(features).flatten(2)
-    f = f / f.shape[-1] ** 0.5
+def gram_over_m(features: Tensor, mask: Tensor | None = None) -> Tensor:
+    """G / M_l, computed as (F / sqrt(M)) (F / sqrt(M))^T so no entry ever holds the raw sum.
+
+    With a ``mask`` (shape (B or 1, 1, H, W), values in [0, 1], at this layer's resolution) the positions
+    are weighted by it and M_l becomes the mask's area: the Gram matrix of the masked region only.
+    """
+    f = _at_least_fp32(features)
+    if mask is None:
+        f = f.flatten(2)
+        return (f / f.shape[-1] ** 0.5) @ (f / f.shape[-1] ** 0.5).transpose(1, 2)
+    # sum_k m_k F_ik F_jk / sum_k m_k: for a binary mask, G over the white positions over their count
+    area = mask.flatten(1).sum(1).clamp_min(1e-6)  # B
+    f = (f * mask.sqrt()).flatten(2) / area.sqrt()[:, None, None]
     return f @ f.transpose(1, 2)
 
 
-def style_layer_loss(features: Tensor, target_gram_over_m: Tensor) -> Tensor:
+def style_layer_loss(features: Tensor, target_gram_over_m: Tensor, mask: Tensor | None = None) -> Tensor:
     """E_l = 1/(4 N_l^2 M_l^2) sum_ij (G_ij - A_ij)^2   (eq. 4), from G/M and A/M.
 
-    ``target_gram_over_m`` is A/M_l of the style image (shape (N, N) or (B, N, N)).
+    ``target_gram_over_m`` is A/M_l of the style image (shape (N, N) or (B, N, N)); ``mask``: see gram_over_m.
     """
     n = features.shape[1]
-    diff = gram_over_m(features) - _at_least_fp32(target_gram_over_m)
+    diff = gram_over_m(features, mask) - _at_least_fp32(target_gram_over_m)
     return diff.pow(2).flatten(1).sum(1) / (4.0 * n * n)
 
 
@@ -57,6 +68,21 @@ def total_variation(image: Tensor) -> Tensor:
     return _at_least_fp32(dx).pow(2).flatten(1).sum(1) + _at_least_fp32(dy).pow(2).flatten(1).sum(1)
 
 
-def style_loss(layer_losses: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
-    """L_style = sum_l w_l E_l   (eq. 5)."""
+def style_loss(layer_losses: dict[str, Tensor], weights: dict[str, float | Tensor]) -> Tensor:
+    """L_style = sum_l w_l E_l   (eq. 5); w_l may be one number or one per image, shape (B,)."""
     return torch.stack([weights[name] * loss for name, loss in layer_losses.items()]).sum(0)
+
+
+def color_loss(image: Tensor, target_mean: Tensor, target_cov: Tensor) -> Tensor:
+    """L_color = 255^2 M/2 (|mu - mu_t|^2 + |C - C_t|_F^2): the RGB mean and covariance of the image (pixels
+    in [0, 1]) against a reference's, summed over the M pixels at the network's 0-255 scale like the content
+    loss, so that color_weight ~ 1 weighs about as much as the paper's total at the default ratio."""
+    mean, cov = color_stats(image)
+    mismatch = (mean - target_mean).pow(2).sum(1) + (cov - target_cov).pow(2).flatten(1).sum(1)
+    return 0.5 * 255.0**2 * image[0, 0].numel() * mismatch
+
+
+def temporal_loss(image: Tensor, target: Tensor) -> Tensor:
+    """L_temporal = 1/2 sum (255 x - 255 t)^2: a content loss on the pixels (0-255, the network's input
+    scale) that keeps a video frame close to the previous stylised frame."""
+    return 0.5 * (255.0 * (_at_least_fp32(image) - _at_least_fp32(target))).pow(2).flatten(1).sum(1)

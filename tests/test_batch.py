@@ -1,0 +1,97 @@
+"""Batched sweeps: K settings optimised as one batch must give the K images of K separate runs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_clean_error, cli_in_process, pixels
+
+from nst_lightning.config import batch_configs, validate
+from nst_lightning.errors import NSTError
+from nst_lightning.module import PerImage
+from nst_lightning.report import main as report_main
+from nst_lightning.run import build_module, run
+
+
+def test_batch_configs_give_one_setting_per_image(make_cfg):
+    cfg = make_cfg("batch_sweep.ratio=[1e-3,1e-1]", "batch_sweep.content_layer=[conv4_2,conv2_2]")
+    (name_a, a), (name_b, b) = batch_configs(cfg)
+    assert name_a == "ratio=0.001,content_layer=conv4_2" and name_b == "ratio=0.1,content_layer=conv2_2"
+    assert (a.ratio, a.content_layer, b.ratio, b.content_layer) == (1e-3, "conv4_2", 1e-1, "conv2_2")
+    assert not a.batch_sweep.ratio and not b.batch_sweep.ratio  # each is a plain, single-image config
+
+
+def test_batched_images_equal_separate_runs(make_cfg, tmp_path):
+    sweep = ["batch_sweep.ratio=[1e-2,1e1]", "batch_sweep.init=[content,noise]", "batch_sweep.seed=[0,3]"]
+    batch = run(make_cfg("steps=6", *sweep), tmp_path / "batch")
+    for (name, one), folder in zip(batch_configs(make_cfg(*sweep)), ("a", "b"), strict=True):
+        alone = run(
+            make_cfg("steps=6", f"ratio={one.ratio}", f"init={one.init.kind}", f"seed={one.seed}"), tmp_path / folder
+        )
+        together = batch["batch"][name]
+        assert together["loss_total"] == pytest.approx(alone["loss_total"], rel=1e-3)
+        assert together["loss_content"] == pytest.approx(alone["loss_content"], rel=1e-3)
+        difference = np.abs(pixels(tmp_path / "batch" / name / "result.png") - pixels(tmp_path / folder / "result.png"))
+        assert difference.max() <= 3 / 255
+    losses = [m["loss_total"] for m in batch["batch"].values()]
+    assert losses[0] != pytest.approx(losses[1], rel=0.05)  # two different problems, not one copied
+
+
+def test_one_optimiser_state_per_image(make_cfg):
+    module = build_module(make_cfg("batch_sweep.seed=[0,1,2]"))
+    optimizer = module.configure_optimizers()
+    assert isinstance(optimizer, PerImage) and len(optimizer.inner) == 3
+    for k, view in enumerate(optimizer.views):  # each optimiser moves its own image, in place
+        assert view.data_ptr() == module.image[k].data_ptr()
+    state = optimizer.state_dict()
+    assert len(state["per_image"]) == 3
+
+
+def test_a_batch_leaves_one_folder_per_image_that_the_report_reads(make_cfg, tmp_path):
+    run(make_cfg("batch_sweep.ratio=[1e-3,1e-2,1e-1]", "steps=2"), tmp_path / "batch")
+    folders = sorted(p.name for p in (tmp_path / "batch").iterdir() if (p / "result.png").is_file())
+    assert folders == ["ratio=0.001", "ratio=0.01", "ratio=0.1"]
+    summary = json.loads((tmp_path / "batch" / "metrics.json").read_text())
+    assert set(summary["batch"]) == set(folders)
+    runs = sorted(p.name for p in (tmp_path / "batch" / "tensorboard").iterdir())
+    assert runs == folders  # one TensorBoard run per image, named by its value
+    report_main([str(tmp_path / "batch"), "--out", str(tmp_path / "grid.png"), "--no-sources"])
+    assert (tmp_path / "grid.png").is_file()
+
+
+def test_a_result_folder_is_never_reused(make_cfg, tmp_path):
+    run(make_cfg("batch_sweep.seed=[0,1]", "steps=1"), tmp_path / "batch")
+    with pytest.raises(NSTError, match=r"already holds a metrics\.json"):
+        run(make_cfg("batch_sweep.seed=[0,1]", "steps=1"), tmp_path / "batch")
+
+
+def test_mismatched_lengths_are_one_clear_line(images, tmp_path):
+    proc = cli_in_process(
+        f"content={images['content']}",
+        f"style={images['style']}",
+        "batch_sweep.ratio=[1e-3,1e-2]",
+        "batch_sweep.seed=[0]",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert_clean_error(proc, "batch_sweep needs lists of the same, non-zero length")
+
+
+def test_each_image_of_a_batch_is_validated(make_cfg):
+    with pytest.raises(NSTError, match=r"ratio=-1\.0 is not valid"):
+        validate(make_cfg("batch_sweep.ratio=[1e-3,-1]"))
+
+
+def test_per_image_weights_change_only_their_image(make_cfg):
+    """Image k's loss depends on image k's weights only: batch losses equal the single-image losses."""
+    batch = build_module(make_cfg("batch_sweep.style_weight=[1,0.5]", "batch_sweep.ratio=[1e-3,1e-1]"))
+    batch.compute_targets()
+    batch_losses = batch.losses(batch.image)["total"]
+    for k, (ratio, beta) in enumerate([(1e-3, 1.0), (1e-1, 0.5)]):
+        one = build_module(make_cfg(f"style_weight={beta}", f"ratio={ratio}"))
+        one.compute_targets()
+        with torch.no_grad():
+            one.image.copy_(batch.image[k : k + 1])
+        assert float(batch_losses[k]) == pytest.approx(float(one.losses(one.image)["total"][0]), rel=1e-4)
