@@ -21,9 +21,24 @@ for study in "${studies[@]}"; do
     extra=(init=noise seed=0,1,2,3)
   fi
   sweep=outputs/studies/$study-$stamp
-  python -m nst_lightning -m "experiment=$preset" "content=$content" "style=$style" "size=$size" "steps=$steps" \
-    trainer.enable_progress_bar=false snapshot_every=0 "hydra.sweep.dir=$sweep" "${extra[@]}"
-  python -m nst_lightning.report "$sweep" --tile 192 --no-sources \
+  if [ "$study" = fig3_grid ]; then
+    # 20 settings sharing the images, the size and the network: one batch in one process (batch_sweep),
+    # the same images as the multirun `-m experiment=fig3_grid`, one optimiser state per image.
+    rows=() ratios=()
+    for layers in conv1_1 conv1_1,conv2_1 conv1_1,conv2_1,conv3_1 conv1_1,conv2_1,conv3_1,conv4_1 \
+      conv1_1,conv2_1,conv3_1,conv4_1,conv5_1; do
+      for ratio in 1e-5 1e-4 1e-3 1e-2; do rows+=("[$layers]") ratios+=("$ratio"); done
+    done
+    python -m nst_lightning experiment=fig3_grid "content=$content" "style=$style" "size=$size" "steps=$steps" \
+      trainer.enable_progress_bar=false snapshot_every=0 "hydra.run.dir=$sweep" \
+      "batch_sweep.style_layers=[$(IFS=,; echo "${rows[*]}")]" "batch_sweep.ratio=[$(IFS=,; echo "${ratios[*]}")]"
+  else
+    python -m nst_lightning -m "experiment=$preset" "content=$content" "style=$style" "size=$size" "steps=$steps" \
+      trainer.enable_progress_bar=false snapshot_every=0 "hydra.sweep.dir=$sweep" "${extra[@]}"
+  fi
+  layout=()
+  [ "$study" = fig3_grid ] && layout=(--rows style_layers --cols ratio)  # as the paper's Figure 3
+  python -m nst_lightning.report "$sweep" --tile 192 --no-sources "${layout[@]}" \
     --out "experiments/figures/$study.png" --losses "experiments/figures/${study}_losses.png" \
     --summary "experiments/figures/${study}_summary.csv"
 done

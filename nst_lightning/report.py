@@ -115,9 +115,14 @@ def find_runs(directory: str | Path) -> list[Run]:
         if not (folder / ".hydra" / "config.yaml").is_file():
             continue
         try:
-            runs.append(load_run(folder, folder.relative_to(root).as_posix()))
+            run = load_run(folder, folder.relative_to(root).as_posix())
         except Exception as exc:  # one broken or half-written run should not hide the others
             warn(f"skipping {folder}: cannot read its metrics.json or .hydra/*.yaml ({exc})")
+            continue
+        if "batch" not in run.metrics:  # a batched sweep's summary: its images are the runs, in subfolders
+            runs.append(run)
+    # The images of a batched sweep in the order of its lists (their folder names do not sort that way).
+    runs.sort(key=lambda run: (_natural_key(run.path.parent), run.metrics.get("batch_index", 0)))
     if not runs:
         raise NSTError(
             f"no runs found in {root} (a run folder holds metrics.json and .hydra/config.yaml): "

@@ -198,7 +198,7 @@ def _image_runs(
     """Where each image's results go: the run folder itself, or one subfolder per image of a batched sweep
     (each with its own .hydra/config.yaml, so ``nst_lightning.report`` reads a batch like a multirun)."""
     runs = []
-    for name, one in batch_configs(cfg):
+    for index, (name, one) in enumerate(batch_configs(cfg)):
         safe = name.replace("/", "_")
         sub = folder / safe if name else folder
         if name:
@@ -214,7 +214,8 @@ def _image_runs(
             label = ",".join(filter(None, [run_name, safe]))
             logger = TensorBoardLogger(save_dir=str(tensorboard_dir), name=label, version="", default_hp_metric=False)
         hparams = hyperparameters(one)
-        runs.append(ImageRun(sub, logger, hparams, {"alpha": hparams["alpha"], "beta": hparams["beta"], **info}))
+        extra = {"alpha": hparams["alpha"], "beta": hparams["beta"], **({"batch_index": index} if name else {})}
+        runs.append(ImageRun(sub, logger, hparams, {**extra, **info}))
     return runs
 
 

@@ -12,6 +12,7 @@ from conftest import assert_clean_error, cli_in_process, pixels
 from nst_lightning.config import batch_configs, validate
 from nst_lightning.errors import NSTError
 from nst_lightning.module import PerImage
+from nst_lightning.report import find_runs
 from nst_lightning.report import main as report_main
 from nst_lightning.run import build_module, run
 
@@ -60,6 +61,12 @@ def test_a_batch_leaves_one_folder_per_image_that_the_report_reads(make_cfg, tmp
     assert runs == folders  # one TensorBoard run per image, named by its value
     report_main([str(tmp_path / "batch"), "--out", str(tmp_path / "grid.png"), "--no-sources"])
     assert (tmp_path / "grid.png").is_file()
+
+
+def test_the_report_keeps_the_batch_order(make_cfg, tmp_path):
+    run(make_cfg("batch_sweep.content_layer=[conv4_2,conv1_1,conv2_2]", "steps=1"), tmp_path / "batch")
+    runs = find_runs(tmp_path / "batch")  # the summary at the top is not a run; its images are
+    assert [r.config["content_layer"] for r in runs] == ["conv4_2", "conv1_1", "conv2_2"]
 
 
 def test_a_result_folder_is_never_reused(make_cfg, tmp_path):
