@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -47,6 +48,15 @@ def sweep_tensorboard(hc: DictConfig) -> tuple[Path | None, str | None]:
     return sweep_dir / "tensorboard", name
 
 
+def user_error(exc: BaseException) -> NoReturn:
+    """Bad input (NSTError, Lightning's MisconfigurationException): one ``error: ...`` line and exit 2, no
+    traceback; with HYDRA_FULL_ERROR=1 the exception is raised instead. Shared by the entry points."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise exc
+    log.error("error: %s", exc)
+    sys.exit(2)
+
+
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
 def main(cfg: DictConfig) -> float:
     """Run one style transfer in Hydra's run directory; return the final total loss (for sweepers)."""
@@ -60,10 +70,7 @@ def main(cfg: DictConfig) -> float:
         log.error("stopped by SIGTERM: the image so far is saved as result.png (metrics.json: interrupted)")
         sys.exit(143)
     except (NSTError, MisconfigurationException) as exc:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        log.error("error: %s", exc)
-        sys.exit(2)
+        user_error(exc)
     if metrics.get("interrupted"):
         log.warning("stopped early: result.png holds the image so far; continue with resume=%s", hc.runtime.output_dir)
         sys.exit(143 if metrics.get("stopped_by") == "SIGTERM" else 130)
