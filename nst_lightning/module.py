@@ -299,20 +299,15 @@ class StyleTransfer(L.LightningModule):
             return torch.where(active, total.detach(), torch.full_like(total, float("nan")))
 
         opt.step(closure=closure)
-        losses = {k: v.detach() for k, v in self.last_losses.items()}
-        for i in torch.nonzero(active & ~torch.isfinite(losses["total"])).flatten().tolist():
+        total = self.last_losses["total"].detach()
+        for i in torch.nonzero(active & ~torch.isfinite(total)).flatten().tolist():
             self.diverged_at[i] = self.global_step
             with torch.no_grad():
                 self.image[i] = self.last_finite_image[i]
         if all(d is not None for d in self.diverged_at):
             self.trainer.should_stop = True
-        self._log_losses(losses)
-
-    def _log_losses(self, losses: dict[str, Tensor]) -> None:
-        """The progress bar shows the first image's losses; TensorBoard gets every image's (callbacks.LossCurves)."""
-        for key, value in self.image_losses(losses, 0).items():
-            if key in ("total", "content", "style"):
-                self.log(f"loss/{key}", value, prog_bar=True, logger=False, on_step=True, on_epoch=False)
+        # No self.log here: TensorBoard gets every image's losses from callbacks.LossCurves and the progress
+        # bar reads last_losses; each self.log call costs ~1.5 ms of Lightning bookkeeping per step.
 
     def image_losses(self, losses: dict[str, Tensor], k: int) -> dict[str, float]:
         """Image k's share of a batch's losses, as floats, keeping only the terms that image weights."""
