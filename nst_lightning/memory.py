@@ -71,7 +71,9 @@ def memory_parts(
     deepest = max(layers, key=LAYERS.index)
     maps = _feature_maps(height, width, deepest)
     half = str(precision) in HALF_PRECISIONS
-    act_bytes = 2 if half else 4
+    # bf16/16 halve what autograd keeps, except on a CPU without bf16 instructions, where the convolutions
+    # fall back to float32 kernels and keep both copies (measured: +18% over fp32 at 512 px, not -30%).
+    act_bytes = (2 if device == "cuda" or native_bf16_cpu() else 6) if half else 4
     pixels = 3 * height * width  # one image's numel
     weights = sum(layer_channels(n) * (maps[i - 1][1] if i else 3) * 9 * 4 for i, (n, _, _) in enumerate(maps))
     activations = sum(c * m for _, c, m in maps) * act_bytes * images
@@ -89,6 +91,15 @@ def memory_parts(
         "optimizer": opt_bytes,
         "images": (3 * images + 2) * pixels * 4,
     }
+
+
+def native_bf16_cpu() -> bool:
+    """Whether this CPU has bf16 instructions (AMX or AVX512-BF16); Linux only, False where it cannot be told."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return False
+    return bool({"amx_bf16", "avx512_bf16"} & set(flags.split()))
 
 
 def estimate_peak_bytes(height: int, width: int, **kwargs: Any) -> int:
