@@ -140,12 +140,12 @@ def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, list | tuple) or v is None else v) for k, v in flat.items()}
 
 
-def image_loss_weights(cfg: DictConfig) -> LossWeights:
+def image_loss_weights(cfg: DictConfig, content_scale: float = 1.0) -> LossWeights:
     alpha, beta = loss_weights(cfg)
     return LossWeights(
         content_layer=cfg.content_layer,
         style_weights=style_weights(cfg),
-        alpha=alpha,
+        alpha=alpha * content_scale,
         beta=beta,
         tv=cfg.tv_weight,
         color=cfg.color_weight,
@@ -154,10 +154,15 @@ def image_loss_weights(cfg: DictConfig) -> LossWeights:
 
 
 def build_module(
-    cfg: DictConfig, size: int | None = None, steps: int | None = None, start: torch.Tensor | None = None
+    cfg: DictConfig,
+    size: int | None = None,
+    steps: int | None = None,
+    start: torch.Tensor | None = None,
+    content_scale: float = 1.0,
 ) -> StyleTransfer:
     """The module for ``cfg`` (one image, or one per entry of ``batch_sweep``); ``size``/``steps``/``start``
-    override the stage's long side, step count and initial image (coarse-to-fine)."""
+    override the stage's long side, step count and initial image (coarse-to-fine), and ``content_scale``
+    multiplies alpha (a coarse stage keeps the output size's balance of content and style)."""
     batch = batch_configs(cfg)
     content, styles = load_images(cfg, size)
     net = cfg.network
@@ -173,7 +178,7 @@ def build_module(
     return StyleTransfer(
         inputs,
         init,
-        [image_loss_weights(one) for _, one in batch],
+        [image_loss_weights(one, content_scale) for _, one in batch],
         optimizer=opt.name,
         lr=opt.lr,
         history_size=opt.history_size,
@@ -287,7 +292,10 @@ def run(
     for i, (size, steps) in enumerate(plan):
         final = i == len(plan) - 1
         folder = run_dir if final else run_dir / "stages" / f"{i}_{size}px"
-        module = build_module(cfg, size=size, steps=steps, start=start)
+        # L_content sums over the M_l positions of its layer (~ size^2) while E_l is normalised by M_l^2: the
+        # ratio is meant at the output size, so a coarse stage scales alpha by (output size / stage size)^2.
+        scale = (plan[-1][0] / size) ** 2
+        module = build_module(cfg, size=size, steps=steps, start=start, content_scale=scale)
         info = {} if len(plan) == 1 else {"stage": i, "stages": [list(p) for p in plan]}
         runs = _image_runs(cfg, folder, tensorboard_dir if final else None, run_name, info)
         metrics = _fit(cfg, module, runs, folder, checkpoint)

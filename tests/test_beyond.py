@@ -199,3 +199,20 @@ def test_style_blend_preset_sweeps_from_one_style_to_the_other():
     assert len(cfg.style) == 2
     blends = str(cfg.hydra.sweeper.params.style_blend).split("],[")
     assert len(blends) == 5 and blends[0] == "[1,0" and blends[2] == "0.5,0.5" and blends[-1] == "0,1]"
+
+
+def test_a_coarse_stage_keeps_the_balance_of_the_output_size(make_cfg, monkeypatch, tmp_path):
+    """L_content grows with the positions M_l (~ size^2), E_l does not: stage alpha = alpha (output / stage)^2."""
+    import nst_lightning.run as run_module
+
+    scales = []
+    real = run_module.build_module
+
+    def spy(cfg, **kwargs):
+        scales.append((kwargs["size"], kwargs["content_scale"]))
+        return real(cfg, **kwargs)
+
+    monkeypatch.setattr(run_module, "build_module", spy)
+    run_module.run(make_cfg("scales=[32,64]", "scale_steps=[1,1]"), tmp_path / "run")
+    assert scales == [(32, 4.0), (64, 1.0)]
+    assert real(make_cfg(), content_scale=4.0).weights[0].alpha == pytest.approx(4e-3)
