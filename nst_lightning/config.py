@@ -206,21 +206,32 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise NSTError(f"unknown {name} '{value}'; use one of: {', '.join(choices)}")
 
 
+def _check_weights(name: str, values: Any, other: tuple[str, int, str, str], all_zero: str) -> None:
+    """A list of weights: one per item of ``other`` (key, count, unit, item), each finite >= 0, not all zero."""
+    key, count, unit, item = other
+    if len(values) != count:
+        raise NSTError(
+            f"{name} has {len(values)} values but {key} has {count}{' ' + unit if unit else ''}: "
+            f"give one weight per {item} (or leave {name} unset for equal weights)"
+        )
+    for value in values:
+        _positive_finite("a style weight" if name == "style_weights" else f"a {name} weight", value)
+    if sum(values) == 0:
+        raise NSTError(all_zero)
+
+
 def _validate_beyond(cfg: DictConfig | Config) -> None:
     """The options beyond the paper: several styles, colour, masks, scales, video, batches."""
     styles = style_paths(cfg)
     if not styles:
         raise NSTError("style=[] names no image: give at least one style image")
     if cfg.style_blend is not None:
-        if len(cfg.style_blend) != len(styles):
-            raise NSTError(
-                f"style_blend has {len(cfg.style_blend)} values but style has {len(styles)} images: "
-                "give one weight per style image (or leave style_blend unset for equal weights)"
-            )
-        for b in cfg.style_blend:
-            _positive_finite("a style_blend weight", b)
-        if sum(cfg.style_blend) == 0:
-            raise NSTError("style_blend is all zero: give at least one style a positive weight")
+        _check_weights(
+            "style_blend",
+            cfg.style_blend,
+            ("style", len(styles), "images", "style image"),
+            "style_blend is all zero: give at least one style a positive weight",
+        )
     _positive_finite("style_scale", cfg.style_scale, allow_zero=False)
     if cfg.style_size is not None and cfg.style_scale != 1.0:
         raise NSTError("style_size and style_scale both set: use one (style_size in pixels, or style_scale relative)")
@@ -262,15 +273,12 @@ def validate(cfg: DictConfig | Config) -> None:
     if len(set(cfg.style_layers)) != len(cfg.style_layers):
         raise NSTError(f"style_layers lists a layer twice: {list(cfg.style_layers)}")
     if cfg.style_weights is not None:
-        if len(cfg.style_weights) != len(cfg.style_layers):
-            raise NSTError(
-                f"style_weights has {len(cfg.style_weights)} values but style_layers has {len(cfg.style_layers)}: "
-                "give one weight per style layer (or leave style_weights unset for equal weights)"
-            )
-        for w in cfg.style_weights:
-            _positive_finite("a style weight", w)
-        if sum(cfg.style_weights) == 0:
-            raise NSTError("style_weights are all zero: set style_weight=0 instead to switch the style loss off")
+        _check_weights(
+            "style_weights",
+            cfg.style_weights,
+            ("style_layers", len(cfg.style_layers), "", "style layer"),
+            "style_weights are all zero: set style_weight=0 instead to switch the style loss off",
+        )
     _positive_finite("ratio", cfg.ratio)
     _positive_finite("style_weight", cfg.style_weight)
     if cfg.content_weight is not None:
