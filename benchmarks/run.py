@@ -11,7 +11,7 @@ and to a small plot next to it (results.png). Read top to bottom:
   2. mixed precision: trainer.precision=bf16-mixed vs 32-true
   3. peer: pastiche 1.6.0 (its CLI, as a subprocess) vs ours, same objective
   4. memory: peak RSS of fresh `python -m nst_lightning` processes vs nst_lightning.memory's estimate
-  5. hooks for comparisons whose product features are not wired here yet (coarse-to-fine, batched sweeps)
+  5. product features: batched sweeps vs sequential runs, coarse-to-fine vs single scale (features.py)
   6. table, JSON, plot
 
 Timings exclude set-up: a run's seconds per step are taken between the end of its warm-up steps and its
@@ -44,13 +44,14 @@ from omegaconf import DictConfig
 from PIL import Image
 
 import nst_lightning.run as nst_run
-from nst_lightning.config import Config, conf_dir, register_configs
+from nst_lightning.config import conf_dir, register_configs
 from nst_lightning.images import load_image, save_png, white_noise
 from nst_lightning.memory import estimate_peak_bytes
 from nst_lightning.vgg import build_vgg19
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from plain_loop import plain_style_transfer, total_loss  # this folder is not a package
+import features  # this folder is not a package
+from plain_loop import plain_style_transfer, total_loss
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_IMAGES = ROOT.parent / "shared" / "images"
@@ -84,6 +85,12 @@ class Settings:
     memory_sizes: tuple[int, ...] = (256, 512, 1024)
     memory_steps: int = 2
     memory_bf16_max_size: int = 256  # without native bf16, 1 step at 512 px takes 5-45 min: not measured
+    batched_size: int = 128
+    batched_steps: int = 20
+    batched_repeats: int = 2
+    multiscale_size: int = 512
+    multiscale_steps: int = 200  # the single-scale run; its final loss is the target
+    multiscale_coarse_steps: int = 100  # at half size, ~1/4 of the cost of a full-size step
     seed: int = 0
 
 
@@ -103,6 +110,12 @@ QUICK = Settings(
     memory_sizes=(128, 256),
     memory_steps=1,
     memory_bf16_max_size=128,
+    batched_size=64,
+    batched_steps=3,
+    batched_repeats=1,
+    multiscale_size=64,
+    multiscale_steps=4,
+    multiscale_coarse_steps=4,
 )
 
 
@@ -518,43 +531,35 @@ def memory(s: Settings, content: Path, style: Path, folder: Path) -> dict[str, A
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# 5. Hooks: comparisons of product features that are wired up once the features exist
+# 5. Product features: batched sweeps and coarse-to-fine (benchmarks/features.py)
 # ------------------------------------------------------------------------------------------------------------------
-# Each returns (value, details) where value is None and details["reason"] says why when it cannot run.
 
 
-FEATURES_SCRIPT = Path(__file__).resolve().parent / "features.py"
+def batched_sweep(s: Settings, content: Path, style: Path, folder: Path) -> dict[str, Any]:
+    """K=4 ratios as one ``batch_sweep`` batch vs 4 sequential runs: images per hour, batched / sequential
+    (target >= 1.3 at 128 px), and the largest difference between batched and independent final losses."""
+    log(f"batched sweep: {s.batched_repeats} x (batch of 4, 4 runs), {s.batched_size} px, {s.batched_steps} steps")
+    result = features.batched(content, style, s.batched_size, s.batched_steps, s.batched_repeats, folder / "batched")
+    log(f"  {result['speedup']:.3f}x images per hour; largest loss difference {result['max_loss_rel_diff']:.2e}")
+    return result
 
 
-def has_config_key(key: str) -> bool:
-    return key in Config.__dataclass_fields__
-
-
-def feature_hook(key: str, result_key: str) -> tuple[float | None, dict[str, Any]]:
-    """Null with the reason: the feature is missing, or its comparison lives in benchmarks/features.py, which
-    merges ``result_key`` into the same JSON (main() keeps a value merged there by an earlier run)."""
-    if not has_config_key(key):
-        return None, {"reason": f"not available: nst_lightning.config.Config has no '{key}' key yet"}
-    if FEATURES_SCRIPT.is_file():
-        return None, {"reason": f"measured by python benchmarks/features.py (merges {result_key} into this JSON)"}
-    return None, {"reason": f"not wired yet: Config has '{key}' but no comparison measures it"}
-
-
-def multiscale_time_ratio(s: Settings, content: Path, style: Path) -> tuple[float | None, dict[str, Any]]:
-    """Coarse-to-fine (``scales=[256,512]``) vs single-scale at 512 px: time until the single-scale run's final
-    loss (measured at 512 px) is reached, coarse-to-fine / single-scale. Target <= 0.5."""
-    return feature_hook("scales", "multiscale_time_ratio")
-
-
-def batched_speedup(s: Settings, content: Path, style: Path) -> tuple[float | None, dict[str, Any]]:
-    """K=4 settings as one ``batch_sweep`` batch vs 4 sequential runs at 128 px: images per hour, batched /
-    sequential (target >= 1.3), and the largest difference between batched and independent results."""
-    return feature_hook("batch_sweep", "batched_speedup")
+def coarse_to_fine(s: Settings, content: Path, style: Path, folder: Path) -> dict[str, Any]:
+    """``scales=[size/2,size]`` vs single scale at ``size``: time to the single-scale run's final loss, coarse to
+    fine / single scale (target <= 0.5 at 512 px)."""
+    size, steps, coarse = s.multiscale_size, s.multiscale_steps, s.multiscale_coarse_steps
+    log(f"coarse to fine: {size // 2} px x {coarse} steps then {size} px, vs {size} px x {steps} steps")
+    result = features.multiscale(content, style, size, steps, coarse, folder / "multiscale")
+    reached = result["fine"]["steps_to_reach"]
+    log(
+        f"  time ratio {result['time_ratio']:.3f} "
+        + (f"(single-scale loss reached after {reached} fine steps)" if result["reached"] else "(not reached)")
+    )
+    return result
 
 
 def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """``new`` over ``old``, except that a null never replaces a value (benchmarks/features.py merges its keys
-    into the same file) and ``details`` are merged part by part (``--only`` reruns some parts)."""
+    """``--only`` reruns some parts: their keys and ``details`` replace those in the file, the others stay."""
     merged = {**old, **{k: v for k, v in new.items() if v is not None or old.get(k) is None}}
     merged["details"] = {**old.get("details", {}), **new.get("details", {})}
     return merged
@@ -622,10 +627,29 @@ def table(results: dict[str, Any]) -> str:
                 "ours / pastiche, our loss; < 1 better",
             )
         )
-    for name in ("multiscale_time_ratio", "batched_speedup"):
-        if name in results:
-            value = results[name]
-            rows.append((name, "", "", "null" if value is None else f"{value:.3f}", d[name].get("reason", "")))
+    if "batched" in d:
+        b = d["batched"]
+        rows.append(
+            (
+                f"batched sweep K={b['k']} {b['size']} px (s)",
+                f"{statistics.median(b['batch_seconds']):.1f}",
+                f"{statistics.median(b['sequential_seconds']):.1f}",
+                f"{b['speedup']:.3f}",
+                f"sequential / batched time; target >= 1.3; loss diff <= {b['max_loss_rel_diff']:.1e}",
+            )
+        )
+    if "multiscale" in d:
+        m = d["multiscale"]
+        rows.append(
+            (
+                f"coarse to fine {m['size']} px (s)",
+                f"{m['time_ratio'] * m['single']['seconds']:.1f}",
+                f"{m['single']['seconds']:.1f}",
+                f"{m['time_ratio']:.3f}",
+                "time to the single-scale loss / single-scale time; target <= 0.5"
+                + ("" if m["reached"] else " (not reached)"),
+            )
+        )
     for precision, sizes in results.get("peak_rss_mb", {}).items():
         for size, mb in sizes.items():
             est = d["memory"]["estimate_mb"][precision][size]
@@ -666,9 +690,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
         "bf16 speed-up": results["bf16_speedup"],
         "pastiche step\n(ours/theirs)": results["pastiche_step_ratio"],
         "pastiche loss\n(ours/theirs)": results["pastiche_loss_ratio"],
+        "batched K=4\nspeed-up": results.get("batched_speedup"),
+        "coarse-to-fine\ntime ratio": results.get("multiscale_time_ratio"),
     }
     named = {k: v for k, v in named.items() if v is not None}
-    ax.bar(list(named), list(named.values()), color=["tab:orange", "tab:green", "tab:green"][: len(named)])
+    ax.bar(list(named), list(named.values()), color="tab:green")
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set_yscale("log")
     for i, v in enumerate(named.values()):
@@ -690,6 +716,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+PARTS = ("overhead", "bf16", "pastiche", "memory", "batched", "multiscale")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few steps: checks that it all runs")
@@ -698,12 +727,12 @@ def main() -> None:
     parser.add_argument(
         "--only",
         nargs="*",
-        choices=("overhead", "bf16", "pastiche", "memory", "hooks"),
+        choices=PARTS,
         help="run only these parts (the JSON then holds only their keys)",
     )
     args = parser.parse_args()
     s = QUICK if args.quick else FULL
-    parts = set(args.only or ("overhead", "bf16", "pastiche", "memory", "hooks"))
+    parts = set(args.only or PARTS)
     register_configs()
     for name in ("lightning.pytorch", "lightning.fabric"):  # "GPU available: False", tips: not benchmark output
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -731,23 +760,24 @@ def main() -> None:
         if "memory" in parts:
             details["memory"] = memory(s, content, style, folder)
             results["peak_rss_mb"] = details["memory"]["peak_rss_mb"]
-        if "hooks" in parts:
-            results["multiscale_time_ratio"], details["multiscale_time_ratio"] = multiscale_time_ratio(
-                s, content, style
-            )
-            results["batched_speedup"], details["batched_speedup"] = batched_speedup(s, content, style)
+        if "batched" in parts:
+            details["batched"] = batched_sweep(s, content, style, folder)
+            results["batched_speedup"] = details["batched"]["speedup"]
+        if "multiscale" in parts:
+            details["multiscale"] = coarse_to_fine(s, content, style, folder)
+            results["multiscale_time_ratio"] = details["multiscale"]["time_ratio"]
     results["details"] = details
     results["seconds"] = time.perf_counter() - started
     results["machine"]["load_average_at_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     old = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    results = merge(old, results)
+    results = merge(old, results) if args.only else results
     args.out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print()
     print(table(results))
     print()
     log(f"wrote {args.out}")
-    if parts >= {"overhead", "bf16", "pastiche", "memory", "hooks"}:
+    if parts == set(PARTS):
         plot(results, args.out.with_suffix(".png"))
         log(f"wrote {args.out.with_suffix('.png')}")
 

@@ -31,7 +31,7 @@ from nst_lightning.config import (
 )
 from nst_lightning.errors import NSTError, first_line
 from nst_lightning.images import load_image, white_noise
-from nst_lightning.memory import check_memory
+from nst_lightning.memory import check_memory, slow_precision_warning
 from nst_lightning.module import Inputs, LossWeights, StyleTransfer
 from nst_lightning.vgg import VGG19Features, build_vgg19
 
@@ -279,6 +279,8 @@ def run(
         cfg, checkpoint = resume_config(cfg)
     validate(cfg)
     check_memory(cfg)  # a run that cannot fit is refused now, with the estimate, not killed later
+    if slow := slow_precision_warning(cfg):
+        log.warning(slow)
     run_dir = Path(run_dir)
     for done in ("result.png", "metrics.json"):
         if (run_dir / done).exists():

@@ -13,6 +13,7 @@ import pytest
 from nst_lightning import memory
 from nst_lightning.errors import NSTError
 from nst_lightning.memory import available_bytes, check_memory, estimate_peak_bytes, memory_parts
+from nst_lightning.run import run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,6 +94,26 @@ def test_skip_switch(make_cfg, monkeypatch):
         check_memory(make_cfg())
     monkeypatch.setenv("NST_SKIP_MEMORY_CHECK", "1")
     assert check_memory(make_cfg()) is None
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_half_precision_on_a_cpu_without_bf16_is_flagged(make_cfg, monkeypatch, native):
+    monkeypatch.setattr(memory, "native_bf16_cpu", lambda: native)
+    warning = memory.slow_precision_warning(make_cfg("trainer.precision=bf16-mixed"))
+    if native:
+        assert warning is None
+    else:
+        assert warning.startswith("trainer.precision=bf16-mixed on a CPU without bf16 instructions")
+        assert "\n" not in warning
+    assert memory.slow_precision_warning(make_cfg("trainer.precision=32-true")) is None
+
+
+def test_run_logs_the_half_precision_warning(make_cfg, monkeypatch, caplog, tmp_path):
+    monkeypatch.setattr(memory, "native_bf16_cpu", lambda: False)
+    with caplog.at_level("WARNING", logger="nst_lightning.run"):
+        run(make_cfg("trainer.precision=bf16-mixed", "steps=1"), tmp_path / "run")
+    assert any("without bf16 instructions" in r.getMessage() for r in caplog.records)
+    assert (tmp_path / "run" / "result.png").is_file()
 
 
 def test_huge_size_refused_through_the_cli_in_seconds(images, tmp_path):
