@@ -10,7 +10,7 @@ size=${3:-256}
 steps=${4:-200}
 shift $(($# < 4 ? $# : 4))
 studies=("$@")
-[ ${#studies[@]} -gt 0 ] || studies=(content_layers style_layers tradeoff initialisation initialisation_seeds)
+[ ${#studies[@]} -gt 0 ] || studies=(content_layers style_layers tradeoff fig3_grid initialisation initialisation_seeds)
 stamp=$(date +%Y-%m-%d_%H-%M-%S)
 mkdir -p experiments/figures
 for study in "${studies[@]}"; do

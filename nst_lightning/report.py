@@ -34,6 +34,7 @@ from nst_lightning.images import load_image, open_image, tensor_to_pil
 LOSSES = ("loss_total", "loss_content", "loss_style")
 WHITE, BLACK, GREY = (255, 255, 255), (0, 0, 0), (200, 200, 200)
 MIN_TILE = 16
+ROW_LABEL_WRAP = 1.25  # row labels wrap after commas at this many tile widths
 
 
 def warn(message: str) -> None:
@@ -282,8 +283,9 @@ class GridGeometry:
         width  = label_w + pad + max(n_cols, 2) * (tile + pad)
         height = 2 * pad + 2 * label_h + tile + n_rows * (tile + pad)
 
-    with pad = max(2, tile // 32), label_h = text height + 2 * pad, and label_w = the widest row label's
-    width (at least tile // 2, at most 3 * tile: longer labels are drawn smaller) + 2 * pad.
+    with pad = max(2, tile // 32), label_h = text height + 2 * pad, and label_w = the row labels'
+    widest line (labels wrap after commas at ROW_LABEL_WRAP * tile; at least tile // 2, at most 3 * tile: longer
+    lines are drawn smaller) + 2 * pad.
     """
 
     n_rows: int
@@ -330,11 +332,25 @@ class GridGeometry:
         return self.pad, y, self.label_w - self.pad, y + self.tile
 
 
+def wrap_label(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: float) -> list[str]:
+    """A long label broken after its commas into lines of at most ``width`` (a part without commas stays whole),
+    e.g. style_layers=[conv1_1,...,conv5_1] on two or three lines instead of one very wide column."""
+    lines, line = [], ""
+    for part in re.split(r"(?<=,)", text):
+        if line and font.getlength(line + part) > width:
+            lines.append(line)
+            line = part
+        else:
+            line += part
+    return [*lines, line]
+
+
 def grid_geometry(n_rows: int, n_cols: int, tile: int, row_labels: Iterable[str] = ()) -> GridGeometry:
     pad, size = pad_for(tile), font_size_for(tile)
     font = _font(size)
     text_h = font.getbbox("Agy[]")[3]
-    text_w = max((font.getlength(label) for label in row_labels), default=0)
+    lines = [line for label in row_labels for line in wrap_label(label, font, ROW_LABEL_WRAP * tile)]
+    text_w = max((font.getlength(line) for line in lines), default=0)
     label_w = min(max(math.ceil(text_w), tile // 2), 3 * tile) + 2 * pad
     return GridGeometry(n_rows, n_cols, tile, pad, size, label_w, text_h + 2 * pad)
 
@@ -349,6 +365,19 @@ def _draw_text(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], text: 
         draw.text((x0, (y0 + y1) / 2), text, fill=BLACK, font=font, anchor="lm")
     else:
         draw.text(((x0 + x1) / 2, (y0 + y1) / 2), text, fill=BLACK, font=font, anchor="mm")
+
+
+def _draw_row_label(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], text: str, size: int) -> None:
+    """A row label, wrapped after commas, left-aligned and centred vertically in ``box``, shrunk to fit."""
+    x0, y0, x1, y1 = box
+    lines = wrap_label(text, _font(size), ROW_LABEL_WRAP * (y1 - y0))
+    while size > 6 and max(_font(size).getlength(line) for line in lines) > x1 - x0:
+        size -= 1
+    font = _font(size)
+    step = font.getbbox("Agy[]")[3] * 1.2
+    top = (y0 + y1) / 2 - step * (len(lines) - 1) / 2
+    for k, line in enumerate(lines):
+        draw.text((x0, top + k * step), line, fill=BLACK, font=font, anchor="lm")
 
 
 def _placeholder(tile: int, text: str, size: int) -> Image.Image:
@@ -394,7 +423,7 @@ def build_grid(layout: Layout, tile: int = 256, sources: bool = True) -> Image.I
     for j in range(len(layout.cols)):
         _draw_text(draw, g.col_label_box(j), layout.col_label(j), g.font_size, left=False)
     for i, label in enumerate(labels):
-        _draw_text(draw, g.row_label_box(i), label, g.font_size, left=True)
+        _draw_row_label(draw, g.row_label_box(i), label, g.font_size)
         for j in range(len(layout.cols)):
             run = layout.cells.get((i, j))
             if run is None:

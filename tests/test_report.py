@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from conftest import make_painting, make_photo
 from omegaconf import OmegaConf
 from PIL import Image
 
+from nst_lightning import report
 from nst_lightning.report import (
     GREY,
     build_grid,
@@ -361,3 +363,19 @@ def test_no_sources_leaves_out_the_input_images(tmp_path):
     assert np.array_equal(np.asarray(bare), np.asarray(full.crop((0, band, g.width, g.height))))
     assert main([str(tmp_path / "sweep"), "--no-sources", "--tile", "64"]) == 0
     assert Image.open(tmp_path / "sweep" / "grid.png").size == bare.size
+
+
+def test_long_row_labels_wrap_after_commas_and_keep_the_column_narrow():
+    tile = 192
+    label = "style_layers=[conv1_1,conv2_1,conv3_1,conv4_1,conv5_1]"
+    font = report._font(report.font_size_for(tile))
+    lines = report.wrap_label(label, font, report.ROW_LABEL_WRAP * tile)
+    assert len(lines) > 1 and "".join(lines) == label
+    assert all(line.endswith(",") for line in lines[:-1])
+    # a line fits, or it is one part that cannot break (here 'style_layers=[conv1_1,')
+    assert all(font.getlength(line) <= report.ROW_LABEL_WRAP * tile or line.count(",") <= 1 for line in lines)
+    assert len(lines) == 3  # [conv1_1, | conv2_1,conv3_1, | conv4_1,conv5_1]: as in experiments/figures/fig3_grid.png
+    g = grid_geometry(5, 4, tile, [label])
+    assert g.label_w == math.ceil(max(font.getlength(line) for line in lines)) + 2 * g.pad
+    assert g.label_w < font.getlength(label) / 2  # one line would take more than twice the width
+    assert report.wrap_label("ratio=0.001", font, 10) == ["ratio=0.001"]  # nothing to break at: one line
