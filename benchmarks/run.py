@@ -687,7 +687,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax.legend(loc="upper right", fontsize=8)
     ax = axes[1]
     named = {
-        "bf16 speed-up": results["bf16_speedup"],
+        "bf16\nspeed-up": results["bf16_speedup"],
         "pastiche step\n(ours/theirs)": results["pastiche_step_ratio"],
         "pastiche loss\n(ours/theirs)": results["pastiche_loss_ratio"],
         "batched K=4\nspeed-up": results.get("batched_speedup"),
@@ -700,12 +700,12 @@ def plot(results: dict[str, Any], path: Path) -> None:
     for i, v in enumerate(named.values()):
         ax.text(i, v, f"{v:.3g}", ha="center", va="bottom", fontsize=8)
     ax.set(title="ratios (log scale)")
-    ax.tick_params(axis="x", labelsize=8)
+    ax.tick_params(axis="x", labelsize=7, labelrotation=30)
     ax = axes[2]
     mem = results["details"]["memory"]
     for precision, colour in (("fp32", "tab:blue"), ("bf16", "tab:orange")):
-        measured = {int(k): v for k, v in results["peak_rss_mb"][precision].items() if v is not None}
-        est = {int(k): v for k, v in mem["estimate_mb"][precision].items()}
+        measured = dict(sorted((int(k), v) for k, v in results["peak_rss_mb"][precision].items() if v is not None))
+        est = dict(sorted((int(k), v) for k, v in mem["estimate_mb"][precision].items()))
         ax.plot(list(measured), list(measured.values()), "o-", color=colour, label=f"{precision} measured")
         ax.plot(list(est), list(est.values()), "x--", color=colour, alpha=0.6, label=f"{precision} estimate")
     ax.set(title="peak RSS (a few steps)", xlabel="size (px)", ylabel="MB")

@@ -18,7 +18,7 @@ import json
 import math
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -332,12 +332,13 @@ class GridGeometry:
         return self.pad, y, self.label_w - self.pad, y + self.tile
 
 
-def wrap_label(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: float) -> list[str]:
-    """A long label broken after its commas into lines of at most ``width`` (a part without commas stays whole),
-    e.g. style_layers=[conv1_1,...,conv5_1] on two or three lines instead of one very wide column."""
+def wrap_label(text: str, width: float, length: Callable[[str], float] = len) -> list[str]:
+    """A long label broken after its commas into lines of at most ``width`` (measured by ``length``: characters,
+    or a font's getlength), e.g. style_layers=[conv1_1,...,conv5_1] on a few lines instead of one very wide
+    one. A part without commas stays whole, however long."""
     lines, line = [], ""
     for part in re.split(r"(?<=,)", text):
-        if line and font.getlength(line + part) > width:
+        if line and length(line + part) > width:
             lines.append(line)
             line = part
         else:
@@ -349,7 +350,7 @@ def grid_geometry(n_rows: int, n_cols: int, tile: int, row_labels: Iterable[str]
     pad, size = pad_for(tile), font_size_for(tile)
     font = _font(size)
     text_h = font.getbbox("Agy[]")[3]
-    lines = [line for label in row_labels for line in wrap_label(label, font, ROW_LABEL_WRAP * tile)]
+    lines = [line for label in row_labels for line in wrap_label(label, ROW_LABEL_WRAP * tile, font.getlength)]
     text_w = max((font.getlength(line) for line in lines), default=0)
     label_w = min(max(math.ceil(text_w), tile // 2), 3 * tile) + 2 * pad
     return GridGeometry(n_rows, n_cols, tile, pad, size, label_w, text_h + 2 * pad)
@@ -370,7 +371,7 @@ def _draw_text(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], text: 
 def _draw_row_label(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], text: str, size: int) -> None:
     """A row label, wrapped after commas, left-aligned and centred vertically in ``box``, shrunk to fit."""
     x0, y0, x1, y1 = box
-    lines = wrap_label(text, _font(size), ROW_LABEL_WRAP * (y1 - y0))
+    lines = wrap_label(text, ROW_LABEL_WRAP * (y1 - y0), _font(size).getlength)
     while size > 6 and max(_font(size).getlength(line) for line in lines) > x1 - x0:
         size -= 1
     font = _font(size)
@@ -436,7 +437,8 @@ def build_grid(layout: Layout, tile: int = 256, sources: bool = True) -> Image.I
                     img = _placeholder(tile, "no image", g.font_size)
             _paste(canvas, img, g.cell_box(i, j))
     if not sources:
-        return canvas.crop((0, g.pad + g.label_h + g.tile, g.width, g.height))
+        # without the two source tiles, a single column needs no room for a second one
+        return canvas.crop((0, g.pad + g.label_h + g.tile, g.column_x(max(g.n_cols, 1)), g.height))
     return canvas
 
 
@@ -492,7 +494,8 @@ def plot_losses(layout: Layout, path: str | Path) -> Path:
         if numeric and min(positions) > 0 and max(positions) / min(positions) > 10:
             ax.set_xscale("log")
         if not numeric:  # categories, in the grid's row order
-            ax.set_xticks(positions, [format_value(v) if x_key else "" for v in x_values])
+            ticks = ["\n".join(wrap_label(format_value(v), 12)) if x_key else "" for v in x_values]
+            ax.set_xticks(positions, ticks, fontsize="small")
         ax.set_xlabel(x_key or "")
         ax.grid(True, which="major", alpha=0.3)
         if any(lines):  # some line has a name

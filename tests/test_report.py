@@ -363,13 +363,18 @@ def test_no_sources_leaves_out_the_input_images(tmp_path):
     assert np.array_equal(np.asarray(bare), np.asarray(full.crop((0, band, g.width, g.height))))
     assert main([str(tmp_path / "sweep"), "--no-sources", "--tile", "64"]) == 0
     assert Image.open(tmp_path / "sweep" / "grid.png").size == bare.size
+    # one swept key: one column, and no empty second column kept for the style image
+    column = plan_layout(find_runs(fake_sweep(tmp_path / "one", layers=("conv4_2",))))
+    g1 = grid_geometry(3, 1, tile, [column.row_label(i) for i in range(3)])
+    assert build_grid(column, tile, sources=False).size == (g1.label_w + g1.pad + tile + g1.pad, g.height - band)
+    assert build_grid(column, tile).size == (g1.width, g1.height)  # with the sources: room for both
 
 
 def test_long_row_labels_wrap_after_commas_and_keep_the_column_narrow():
     tile = 192
     label = "style_layers=[conv1_1,conv2_1,conv3_1,conv4_1,conv5_1]"
     font = report._font(report.font_size_for(tile))
-    lines = report.wrap_label(label, font, report.ROW_LABEL_WRAP * tile)
+    lines = report.wrap_label(label, report.ROW_LABEL_WRAP * tile, font.getlength)
     assert len(lines) > 1 and "".join(lines) == label
     assert all(line.endswith(",") for line in lines[:-1])
     # a line fits, or it is one part that cannot break (here 'style_layers=[conv1_1,')
@@ -378,4 +383,5 @@ def test_long_row_labels_wrap_after_commas_and_keep_the_column_narrow():
     g = grid_geometry(5, 4, tile, [label])
     assert g.label_w == math.ceil(max(font.getlength(line) for line in lines)) + 2 * g.pad
     assert g.label_w < font.getlength(label) / 2  # one line would take more than twice the width
-    assert report.wrap_label("ratio=0.001", font, 10) == ["ratio=0.001"]  # nothing to break at: one line
+    assert report.wrap_label("[conv1_1,conv2_1,conv3_1]", 12) == ["[conv1_1,", "conv2_1,", "conv3_1]"]  # characters
+    assert report.wrap_label("ratio=0.001", 3) == ["ratio=0.001"]  # nothing to break at: one line
