@@ -131,6 +131,13 @@ def _positive_finite(name: str, value: float, allow_zero: bool = True) -> None:
         raise NSTError(f"{name}={value} is not valid: it must be {need}")
 
 
+def check_positive_counts(cfg: DictConfig, *names: str) -> None:
+    """Each of ``names`` (size, steps, ...) must be a positive whole number: one line naming the key if not."""
+    for name in names:
+        if cfg[name] is None or cfg[name] <= 0:
+            raise NSTError(f"{name}={cfg[name]} is not valid: it must be a positive whole number")
+
+
 def style_weights(cfg: DictConfig | Config) -> dict[str, float]:
     """w_l per style layer: the given list, or equal weights 1/L."""
     layers = list(cfg.style_layers)
@@ -287,9 +294,7 @@ def validate(cfg: DictConfig | Config) -> None:
     alpha, beta = loss_weights(cfg)
     if alpha == 0 and beta == 0 and cfg.tv_weight == 0 and cfg.color_weight == 0:
         raise NSTError("every loss weight is zero (content, style, tv and colour): nothing to optimise")
-    for name in ("size", "steps"):
-        if cfg[name] is None or cfg[name] <= 0:
-            raise NSTError(f"{name}={cfg[name]} is not valid: it must be a positive whole number")
+    check_positive_counts(cfg, "size", "steps")
     if cfg.style_size is not None and cfg.style_size <= 0:
         raise NSTError(f"style_size={cfg.style_size} is not valid: a positive number of pixels, or null")
     if cfg.snapshot_every < 0:

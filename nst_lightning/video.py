@@ -40,7 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from nst_lightning.__main__ import user_error
-from nst_lightning.config import Config, conf_dir, register_configs, stages, validate
+from nst_lightning.config import Config, check_positive_counts, conf_dir, register_configs, stages, validate
 from nst_lightning.errors import NSTError
 from nst_lightning.files import atomic_write
 
@@ -239,9 +239,7 @@ def write_video(frames: list[Path], stem: Path, fps: float) -> Path:
 def _check_video_config(cfg: DictConfig) -> None:
     if not cfg.input:
         raise NSTError("input is not set: give a video file or a folder of frames, e.g. input=clip.mp4")
-    for name in ("first_steps", "steps"):
-        if cfg[name] is None or cfg[name] <= 0:
-            raise NSTError(f"{name}={cfg[name]} is not valid: it must be a positive whole number")
+    check_positive_counts(cfg, "first_steps", "steps")
     if cfg.max_frames is not None and cfg.max_frames <= 0:
         raise NSTError(f"max_frames={cfg.max_frames} is not valid: a positive number of frames, or null (all)")
     if cfg.fps is not None and not cfg.fps > 0:
