@@ -82,6 +82,10 @@ def multiscale(content: Path, style: Path, size: int, steps: int, coarse_steps: 
     first = json.loads((work / "multi" / "stages" / f"0_{coarse}px" / "metrics.json").read_text())
     curve = loss_curve(work / "multi")  # the fine stage: curve[k] is the loss after k fine steps
     reached = next((k for k, loss in enumerate([*curve, multi["loss_total"]]) if loss <= target), None)
+    # Why the ratio is what it is: the upsampled coarse result's loss at full size (curve[0]) is a loss the
+    # single-scale run reaches after some step; from there both take about the same number of steps.
+    single_curve = loss_curve(work / "single")
+    single_reaches_start = next((k for k, loss in enumerate(single_curve) if loss <= curve[0]), None)
     fine_steps = steps if reached is None else reached
     seconds = first["seconds"] + fine_steps * multi["seconds_per_step"]
     return {
@@ -91,5 +95,11 @@ def multiscale(content: Path, style: Path, size: int, steps: int, coarse_steps: 
         "single": {"steps": steps, "seconds": single["seconds"], "loss": target},
         "coarse": {"size": coarse, "steps": coarse_steps, "seconds": first["seconds"]},
         "fine": {"steps_to_reach": reached, "seconds_per_step": multi["seconds_per_step"]},
+        "head_start_steps": None if reached is None else steps - reached,  # fine steps the coarse stage saved
+        "fine_start_loss": curve[0],  # the upsampled coarse result, at full size
+        "coarse_final_loss": first["loss_total"],  # before upsampling: the coarse objective (alpha scaled)
+        "single_steps_to_fine_start_loss": single_reaches_start,
+        "single_loss_curve": single_curve[:: max(1, steps // 20)],
+        "fine_loss_curve": curve[:: max(1, steps // 20)],
         "loss_ratio_at_equal_fine_steps": multi["loss_total"] / target,
     }

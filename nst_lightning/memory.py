@@ -223,11 +223,11 @@ def check_memory(cfg: Any) -> int | None:
 
 def slow_precision_warning(cfg: Any) -> str | None:
     """The warning for half precision on a CPU without bf16/fp16 instructions (it emulates them: benchmarks/
-    measured bf16-mixed ~50x slower than 32-true there), or None where half precision is not a slowdown."""
+    measured bf16-mixed 40-50x slower than 32-true there), or None where half precision is not a slowdown."""
     precision = str(cfg.trainer.get("precision", "32-true"))
     if precision not in HALF_PRECISIONS or _device(cfg) != "cpu" or native_bf16_cpu():
         return None
     return (
         f"trainer.precision={precision} on a CPU without bf16 instructions (AMX / AVX512-BF16) is emulated and "
-        "much slower than 32-true (about 50x in benchmarks/README.md); use it on a GPU or such a CPU"
+        "much slower than 32-true (40-50x in benchmarks/README.md); use it on a GPU or such a CPU"
     )
