@@ -8,18 +8,19 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from torch import Tensor
 
 from nst_lightning.files import atomic_write
 from nst_lightning.images import save_png
+from nst_lightning.layout import ImageRun
 from nst_lightning.module import StyleTransfer
 
 log = logging.getLogger(__name__)
@@ -31,46 +32,80 @@ def write_json(data: dict[str, Any], path: Path) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
-@dataclass
-class ImageRun:
-    """Where one generated image's results go (a batched sweep has one per image)."""
-
-    folder: Path  # result.png, metrics.json, snapshots/
-    logger: TensorBoardLogger  # its own TensorBoard run: losses, snapshots, HParams
-    hparams: dict[str, Any]
-    info: dict[str, Any] = field(default_factory=dict)  # extra entries for metrics.json
-
-
 class ProgressBar(TQDMProgressBar):
     """Lightning's bar, showing step, losses and speed, without the meaningless logger version.
 
-    The losses (the first image's) are read from the module's last step here, when the bar redraws, so the
-    module needs no ``self.log`` for them: each ``self.log`` call costs about 1.5 ms of Python per step
-    (Lightning moves its result collection to the device on every call), which a run without a bar should
-    not pay (benchmarks/README.md, framework overhead).
+    The losses (the first image's) are the last ones the LossCurves callback copied off the device, so the bar
+    never makes the step wait for the device; the module calls no ``self.log``.
     """
 
     def get_metrics(self, trainer: L.Trainer, module: L.LightningModule) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, module)
         metrics.pop("v_num", None)
-        for key in ("total", "content", "style"):
-            value = getattr(module, "last_losses", {}).get(key)
-            if value is not None and f"loss/{key}" not in metrics:
-                metrics[f"loss/{key}"] = float(value.detach().flatten()[0])
+        for key, value in getattr(module, "last_logged", {}).items():
+            metrics.setdefault(f"loss/{key}", value)
         return metrics
 
 
 class LossCurves(L.Callback):
-    """Every step, each image's losses (total, content, style and each style layer, ...) to its TensorBoard run."""
+    """Every step's losses of each image (total, content, style and each style layer, ...) to its TensorBoard run.
+
+    The module writes them into a device buffer of ``log_every`` rows; every ``log_every`` steps this copies the
+    buffer to the host without waiting (pinned memory on CUDA), and logs the previous copy, which is complete by
+    then. At the end, and before the progress bar needs them, the rest. All images diverged: the run stops here.
+    """
 
     def __init__(self, runs: list[ImageRun]) -> None:
         self.runs = runs
+        self.pending: tuple[Tensor, Any, int, int] | None = None  # host copy, event, first step, rows
+
+    def _copy(self, module: StyleTransfer, first: int, rows: int) -> None:
+        log = module.loss_log
+        pinned = log.device.type == "cuda"
+        host = torch.empty(log.shape, dtype=log.dtype, pin_memory=pinned)
+        host.copy_(log, non_blocking=pinned)
+        event = None
+        if pinned:
+            event = torch.cuda.Event()
+            event.record()
+        self.pending = (host, event, first, rows)
+
+    def _write(self, module: StyleTransfer) -> None:
+        if self.pending is None:
+            return
+        host, event, first, rows = self.pending
+        self.pending = None
+        if event is not None:
+            event.synchronize()
+        n = host.shape[0]
+        names = module.objective.terms
+        for step in range(first, first + rows):
+            row = host[step % n]  # (T, K)
+            terms = dict(zip(names, row, strict=True))
+            for k, run in enumerate(self.runs):
+                values = module.image_losses(terms, k)
+                run.logger.log_metrics({f"loss/{key}": value for key, value in values.items()}, step=step)
+            module.last_logged = {key: float(terms[key][0]) for key in ("total", "content", "style") if key in terms}
+
+    def on_train_start(self, trainer: L.Trainer, module: StyleTransfer) -> None:
+        self.flushed = trainer.global_step  # a resumed run logs from where it stopped
 
     def on_train_batch_end(self, trainer: L.Trainer, module: StyleTransfer, *args: Any) -> None:
-        losses = {key: value.detach().cpu() for key, value in module.last_losses.items()}
-        for k, run in enumerate(self.runs):
-            values = module.image_losses(losses, k)
-            run.logger.log_metrics({f"loss/{key}": value for key, value in values.items()}, step=trainer.global_step)
+        step = trainer.global_step
+        if step - self.flushed >= module.engine.log_every:
+            self._write(module)
+            self._copy(module, self.flushed, step - self.flushed)
+            self.flushed = step
+            if not bool(module.active.any()):  # one host read per log_every steps
+                trainer.should_stop = True
+
+    def on_train_end(self, trainer: L.Trainer, module: StyleTransfer) -> None:
+        self._write(module)
+        step = trainer.global_step
+        if step > self.flushed:
+            self._copy(module, self.flushed, step - self.flushed)
+            self._write(module)
+            self.flushed = step
 
 
 class Snapshots(L.Callback):
@@ -126,10 +161,32 @@ class GracefulStop(L.Callback):
         self._previous.clear()
 
 
+def save_checkpoint(trainer: L.Trainer, folder: Path) -> None:
+    """last.ckpt (image, optimiser, divergence record, step), written atomically: a reader or a crash sees the
+    previous checkpoint or this one, never half of one."""
+    tmp = folder / ".last.ckpt.tmp"
+    trainer.save_checkpoint(tmp)
+    os.replace(tmp, folder / "last.ckpt")
+
+
+class PeriodicCheckpoint(L.Callback):
+    """last.ckpt every ``every`` steps, so that a hard kill (SIGKILL, power loss) loses at most that many steps;
+    ``resume=<run dir>`` continues from it."""
+
+    def __init__(self, folder: Path, every: int) -> None:
+        self.folder, self.every = Path(folder), every
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: StyleTransfer, *args: Any) -> None:
+        step = trainer.global_step
+        if self.every and step % self.every == 0 and step < module.steps:
+            save_checkpoint(trainer, self.folder)
+
+
 class FinalReport(L.Callback):
     """At the end, per image: result.png, metrics.json (losses of the final image) and HParams with final metrics.
 
-    An interrupted run also leaves last.ckpt in ``checkpoint_dir`` (image + optimiser + loop state).
+    An interrupted run leaves last.ckpt in ``checkpoint_dir`` (image + optimiser + loop state); a finished one
+    removes the periodic one.
     """
 
     def __init__(self, runs: list[ImageRun], checkpoint_dir: Path, stop: GracefulStop) -> None:
@@ -138,34 +195,35 @@ class FinalReport(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, module: StyleTransfer) -> None:
         self.started = time.perf_counter()
+        self.first_step = trainer.global_step
 
     def on_train_end(self, trainer: L.Trainer, module: StyleTransfer) -> None:
         interrupted = self.stop.received is not None and trainer.global_step < module.steps
         if interrupted:  # to continue with resume=<this run dir>
-            tmp = self.checkpoint_dir / ".last.ckpt.tmp"
-            trainer.save_checkpoint(tmp)
-            os.replace(tmp, self.checkpoint_dir / "last.ckpt")
+            save_checkpoint(trainer, self.checkpoint_dir)
         self._finish(trainer, module, interrupted=interrupted)
+        if not interrupted:
+            (self.checkpoint_dir / "last.ckpt").unlink(missing_ok=True)
 
     def on_exception(self, trainer: L.Trainer, module: StyleTransfer, exception: BaseException) -> None:
-        """A second Ctrl-C, or a signal outside our handler: keep the image reached so far (no checkpoint)."""
+        """A second Ctrl-C, or a signal outside our handler: keep the image reached so far (no new checkpoint)."""
         if isinstance(exception, KeyboardInterrupt | SIGTERMException):
             with torch.no_grad():
                 broken = ~torch.isfinite(module.image).flatten(1).all(1)
-                module.image[broken] = module.last_finite_image[broken]
+                module.image[broken] = module.last_finite[broken]
             self._finish(trainer, module, interrupted=True)
 
     def _finish(self, trainer: L.Trainer, module: StyleTransfer, interrupted: bool = False) -> None:
         seconds = time.perf_counter() - getattr(self, "started", time.perf_counter())
         steps = trainer.global_step
-        # One extra evaluation: the last step's loss was of the image before that step.
-        final = {key: torch.tensor(values) for key, values in module.evaluate().items()}
+        ran = steps - getattr(self, "first_step", 0)
+        final = module.evaluate()  # one extra evaluation: the last step's loss was of the image before that step
         images = module.result().cpu()
+        diverged_at = module.diverged_at.tolist()
         resumable = interrupted and (self.checkpoint_dir / "last.ckpt").is_file()
         self.metrics = []
         for k, run in enumerate(self.runs):
             losses = module.image_losses(final, k)
-            diverged_at = module.diverged_at[k]
             metrics = {
                 "loss_total": losses["total"],
                 "loss_content": losses.get("content"),  # None: weighted 0, not computed
@@ -174,17 +232,17 @@ class FinalReport(L.Callback):
                 **{f"loss_{key}": losses[key] for key in ("tv", "color", "temporal") if key in losses},
                 "steps": steps,
                 "seconds": seconds,
-                "seconds_per_step": seconds / max(steps, 1),
+                "seconds_per_step": seconds / max(ran, 1),  # the steps run in this process
                 "device": str(module.device),
                 "size": list(images.shape[-2:]),
-                "diverged": diverged_at is not None,
+                "diverged": diverged_at[k] >= 0,
                 "interrupted": interrupted,
                 "resumable": resumable,
                 "stopped_by": signal.Signals(self.stop.received).name if self.stop.received else None,
                 **run.info,
             }
-            if diverged_at is not None:
-                metrics["diverged_at_step"] = diverged_at
+            if diverged_at[k] >= 0:
+                metrics["diverged_at_step"] = diverged_at[k]
             save_png(images[k], run.folder / "result.png")
             write_json(metrics, run.folder / "metrics.json")
             run.logger.experiment.add_image("result", images[k], steps)
