@@ -8,14 +8,24 @@ with the square of that. We therefore form G/M_l from F/sqrt(M_l) and fold the c
     E_l = 1/(4 N^2 M^2) sum (G - A)^2 = 1/(4 N^2) sum (G/M - A/M)^2,
 which is the same number, kept in a range where float32 neither overflows nor loses digits, even
 at 1024 px. All of this runs in float32, also under bf16 autocast.
+
+Alternative style losses (issue 16), each split into a target computed once from the style image and a loss
+on the generated features, are collected in ``STYLE_LOSSES`` at the end of this module: see ``StyleStatistic``.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from nst_lightning.color import color_stats
+from nst_lightning.errors import NSTError
 
 
 def _at_least_fp32(x: Tensor) -> Tensor:
@@ -90,3 +100,594 @@ def temporal_loss(image: Tensor, target: Tensor) -> Tensor:
     """L_temporal = 1/2 sum (255 x - 255 t)^2: a content loss on the pixels (0-255, the network's input
     scale) that keeps a video frame close to the previous stylised frame."""
     return 0.5 * (255.0 * (_at_least_fp32(image) - _at_least_fp32(target))).pow(2).flatten(1).sum(1)
+
+
+# ======================================================================================================================
+# Alternative style losses (issue 16)
+#
+# Each is a pair of pure functions: ``*_target(style_features (1, N, h, w), **options) -> dict of tensors``, run
+# once (under no_grad) per style image and layer, and ``*_loss(features (B, N, H, W), mask, **targets, **options)
+# -> (B,)`` on the generated features. ``STYLE_LOSSES`` names them; ``StyleStatistic`` routes the options.
+# ======================================================================================================================
+
+_Fn = TypeVar("_Fn", bound=Callable[..., Any])
+
+
+def _float32_region(fn: _Fn) -> _Fn:
+    """Run ``fn(features, ...)`` with autocast off, so matrix products stay in float32 under bf16 autocast."""
+
+    @functools.wraps(fn)
+    def wrapper(features: Tensor, *args: Any, **kwargs: Any) -> Any:
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            return fn(features, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _generator(seed: int, step: int, device: torch.device | str | None) -> torch.Generator:
+    """A generator on ``device`` seeded from the pair (seed, step): (seed mod 2^32) * 2^32 + (step mod 2^32).
+
+    Drawing on the device itself avoids a host-to-device copy (a synchronisation) per step; the same (seed, step)
+    therefore gives different numbers on CPU and on CUDA, but always the same ones on a given kind of device.
+    """
+    generator = torch.Generator(device=torch.device(device if device is not None else "cpu"))
+    generator.manual_seed(((int(seed) & 0xFFFFFFFF) << 32) | (int(step) & 0xFFFFFFFF))
+    return generator
+
+
+def draw_positions(
+    n_positions: int, n_samples: int, seed: int, step: int = 0, device: torch.device | str | None = None
+) -> Tensor:
+    """min(n_samples, n_positions) distinct position indices in [0, n_positions), sorted, drawn from (seed, step)."""
+    order = torch.randperm(n_positions, generator=_generator(seed, step, device), device=device)
+    return order[:n_samples].sort().values
+
+
+def draw_projections(
+    n_channels: int, n_proj: int, seed: int, step: int = 0, device: torch.device | str | None = None
+) -> Tensor:
+    """(n_channels, n_proj) random unit directions (normalised Gaussian columns: uniform on the sphere), from a
+    generator seeded by (seed, step). The sliced Wasserstein loss takes them as an argument; draw them once per
+    optimiser step so that every closure evaluation of one L-BFGS step sees the same objective."""
+    v = torch.randn(n_channels, n_proj, generator=_generator(seed, step, device), device=device)
+    return v / v.norm(dim=0, keepdim=True).clamp_min(1e-12)
+
+
+def _weights(mask: Tensor | None) -> Tensor | None:
+    """A mask (B or 1, 1, H, W) -> per-position weights (B or 1, M), in the order of _positions_by_channels."""
+    return None if mask is None else _at_least_fp32(mask).flatten(1)
+
+
+def _normalised(weights: Tensor) -> Tensor:
+    return weights / weights.sum(-1, keepdim=True).clamp_min(1e-12)
+
+
+def channel_mean_std(features: Tensor, mask: Tensor | None = None, eps: float = 1e-8) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and standard deviation over the positions, (B, N) each; positions weighted by ``mask``.
+
+    std = sqrt(var + eps): a dead (all-zero) ReLU channel then has a finite gradient instead of 0 * inf = nan.
+    """
+    x = _positions_by_channels(_at_least_fp32(features))  # B, M, N
+    w = _weights(mask)
+    if w is None:
+        mean = x.mean(1)
+        var = (x - mean[:, None]).pow(2).mean(1)
+    else:
+        w = _normalised(w)[..., None]
+        mean = (w * x).sum(1)
+        var = (w * (x - mean[:, None]).pow(2)).sum(1)
+    return mean, (var + eps).sqrt()
+
+
+def channel_mean_cov(features: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The Gaussian fit of the features: mean (B, N) and covariance (B, N, N) over the (weighted) positions."""
+    x = _positions_by_channels(_at_least_fp32(features))  # B, M, N
+    w = _weights(mask)
+    if w is None:
+        mean = x.mean(1)
+        centred = x - mean[:, None]
+        return mean, centred.transpose(1, 2) @ centred / x.shape[1]
+    w = _normalised(w)[..., None]
+    mean = (w * x).sum(1)
+    centred = x - mean[:, None]
+    return mean, centred.transpose(1, 2) @ (w * centred)
+
+
+# ---- gram: the paper's E_l -------------------------------------------------------------------------------------------
+
+
+def gram_target(features: Tensor) -> dict[str, Tensor]:
+    """{"gram": A/M_l} of the style image (the first in the batch), shape (N, N)."""
+    return {"gram": gram_over_m(features[:1])[0]}
+
+
+@_float32_region
+def gram_loss(features: Tensor, mask: Tensor | None = None, *, gram: Tensor) -> Tensor:
+    """E_l = 1/(4 N^2) |G/M - A/M|_F^2 (Gatys et al. 2016, eq. 4): ``style_layer_loss`` under the registry's API."""
+    return style_layer_loss(features, gram, mask)
+
+
+# ---- mean_std: batch-norm statistics (Li et al. 2017) ----------------------------------------------------------------
+
+
+def mean_std_target(features: Tensor) -> dict[str, Tensor]:
+    """{"mean", "std"}: per-channel statistics of the style image, shape (N,) each."""
+    mean, std = channel_mean_std(features[:1])
+    return {"mean": mean[0], "std": std[0]}
+
+
+@_float32_region
+def mean_std_loss(features: Tensor, mask: Tensor | None = None, *, mean: Tensor, std: Tensor) -> Tensor:
+    """L = 1/N sum_i ((mu_i - mu^s_i)^2 + (sigma_i - sigma^s_i)^2), i over the N channels.
+
+    The batch-normalisation statistics loss of Li, Wang, Liu & Hou 2017, "Demystifying Neural Style Transfer"
+    (IJCAI), eq. for L_style^l with BN statistics; matching the channels' means and deviations is also what
+    adaptive instance normalisation does. The mask weights the positions (a weighted mean and deviation).
+    """
+    mu, sigma = channel_mean_std(features, mask)
+    diff = (mu - mean.to(mu.dtype)).pow(2) + (sigma - std.to(mu.dtype)).pow(2)
+    return diff.mean(-1)
+
+
+# ---- mmd: maximum mean discrepancy (Li et al. 2017) ------------------------------------------------------------------
+
+MMD_KERNELS = ("linear", "polynomial", "gaussian")
+
+
+def _check_kernel(kernel: str) -> None:
+    if kernel not in MMD_KERNELS:
+        raise NSTError(f"unknown MMD kernel '{kernel}'; use one of: {', '.join(MMD_KERNELS)}")
+
+
+def mmd_kernel(
+    x: Tensor, y: Tensor, kernel: str, sigma2: Tensor | float = 1.0, degree: int = 2, offset: float = 0.0
+) -> Tensor:
+    """The kernel matrix k(x_i, y_j) between the rows of x (..., P, N) and y (..., Q, N), shape (..., P, Q).
+
+    linear: x.y;  polynomial: (x.y + offset)^degree;  gaussian: exp(-|x - y|^2 / (2 sigma2)).
+    """
+    _check_kernel(kernel)
+    dot = x @ y.transpose(-1, -2)
+    if kernel == "linear":
+        return dot
+    if kernel == "polynomial":
+        return (dot + offset) ** degree
+    d2 = (x.pow(2).sum(-1)[..., :, None] + y.pow(2).sum(-1)[..., None, :] - 2.0 * dot).clamp_min(0)
+    return torch.exp(-d2 / (2.0 * sigma2))
+
+
+def mmd_normaliser(kernel: str, n_channels: int, degree: int = 2) -> int:
+    """Z_k: linear N (the mean over channels of the squared mean difference), polynomial 4 N^degree (for degree 2 and
+    offset 0, MMD^2 / Z_k is exactly the paper's E_l), gaussian 1 (k in [0, 1], so MMD^2 in [0, 2])."""
+    _check_kernel(kernel)
+    return {"linear": n_channels, "polynomial": 4 * n_channels**degree, "gaussian": 1}[kernel]
+
+
+def mmd_target(
+    features: Tensor,
+    *,
+    max_positions: int = 1024,
+    seed: int = 0,
+    kernel: str = "gaussian",
+    bandwidth: float = 1.0,
+    degree: int = 2,
+    offset: float = 0.0,
+) -> dict[str, Tensor]:
+    """{"style": (K, N) style positions, "mean_sq_distance": (), "style_term": ()}.
+
+    K = min(M, max_positions): a larger layer is subsampled, by ``draw_positions(M, max_positions, seed, 0)``.
+    mean_sq_distance: the mean of |s_i - s_j|^2 over pairs i != j of those positions (= 2 K/(K-1) tr Cov);
+    the Gaussian kernel's sigma^2 is ``bandwidth`` times it (a data-driven bandwidth, as Li et al. 2017 set
+    sigma^2 from the mean squared distance), so that one bandwidth fits every layer's scale.
+    style_term: mean_ij k(s_i, s_j), the constant part of MMD^2, computed once with these kernel options.
+    """
+    _check_kernel(kernel)
+    s = _positions_by_channels(_at_least_fp32(features[:1]))[0]
+    if s.shape[0] > max_positions:
+        s = s[draw_positions(s.shape[0], max_positions, seed, 0, s.device)]
+    k = s.shape[0]
+    d2 = (2.0 * (s - s.mean(0)).pow(2).sum(1).mean() * k / max(k - 1, 1)).clamp_min(1e-12)
+    style_term = mmd_kernel(s, s, kernel, bandwidth * d2, degree, offset).mean()
+    return {"style": s, "mean_sq_distance": d2, "style_term": style_term}
+
+
+@_float32_region
+def mmd_loss(
+    features: Tensor,
+    mask: Tensor | None = None,
+    *,
+    style: Tensor,
+    mean_sq_distance: Tensor,
+    style_term: Tensor,
+    positions: Tensor | None = None,
+    kernel: str = "gaussian",
+    bandwidth: float = 1.0,
+    degree: int = 2,
+    offset: float = 0.0,
+) -> Tensor:
+    """MMD^2 / Z_k between the generated positions x_i (weights w_i) and the style's s_j (Li et al. 2017):
+
+        MMD^2 = sum_ij w_i w_j k(x_i, x_j) - 2/K sum_ij w_i k(x_i, s_j) + 1/K^2 sum_ij k(s_i, s_j),
+
+    the biased (V-statistic) estimate, >= 0 for these kernels and 0 when the two sets are equal; w_i = 1/M, or
+    the mask's weights normalised to sum 1. Z_k: ``mmd_normaliser``. With the polynomial kernel (x.y)^2 (Li,
+    Wang, Liu & Hou 2017, "Demystifying Neural Style Transfer"), sum_ij (x_i.x_j)^2 = |G|_F^2 and
+    sum_ij (x_i.s_j)^2 = <G, A>_F, so MMD^2 = |G/M - A/K|_F^2 = 4 N^2 E_l: the Gram loss is this MMD. With the
+    linear kernel MMD^2 = |mean x - mean s|^2.
+
+    ``positions`` (long, (K_x,)): use only these generated positions (``draw_positions``, drawn once per step so
+    that every position is visited over the steps; see StyleStatistic.step_inputs); None: all of them. Cost:
+    O(K_x^2 + K_x K) kernel entries of N-dimensional dot products.
+    """
+    x = _positions_by_channels(_at_least_fp32(features))  # B, M, N
+    w = _weights(mask)
+    if positions is not None:
+        x = x[:, positions]
+        w = None if w is None else w[:, positions]
+    w = torch.full((1, x.shape[1]), 1.0 / x.shape[1], device=x.device) if w is None else _normalised(w)
+    w = w.to(x.dtype)
+    sigma2 = bandwidth * mean_sq_distance.to(x.dtype)
+    kxx = mmd_kernel(x, x, kernel, sigma2, degree, offset)  # B, M, M
+    kxs = mmd_kernel(x, style.to(x.dtype), kernel, sigma2, degree, offset)  # B, M, K
+    self_term = (w[:, None, :] @ kxx @ w[:, :, None])[:, 0, 0]
+    cross = (w * kxs.mean(-1)).sum(-1)
+    return (self_term - 2.0 * cross + style_term.to(x.dtype)) / mmd_normaliser(kernel, x.shape[-1], degree)
+
+
+# ---- gaussian_w2: 2-Wasserstein distance between Gaussian fits -------------------------------------------------------
+
+_EIGEN_FLOOR = {torch.float64: 1e-12, torch.float32: 1e-6}  # eigenvalues below this times the largest are clamped
+
+
+def gaussian_w2_target(features: Tensor) -> dict[str, Tensor]:
+    """{"mean": mu_s (N,), "cov_sqrt": S_s^1/2 (N, N), "trace": tr S_s ()}; the square root once, by eigh (the
+    eigenvalues clamped at 0: S_s is positive semi-definite up to rounding)."""
+    mean, cov = channel_mean_cov(features[:1])
+    lam, vec = torch.linalg.eigh(cov[0])
+    root = (vec * lam.clamp_min(0).sqrt()) @ vec.transpose(0, 1)
+    return {"mean": mean[0], "cov_sqrt": root, "trace": cov[0].diagonal().sum()}
+
+
+@_float32_region
+def gaussian_w2_loss(
+    features: Tensor, mask: Tensor | None = None, *, mean: Tensor, cov_sqrt: Tensor, trace: Tensor
+) -> Tensor:
+    """W2^2 / N between the Gaussian fits N(mu_x, S_x) of the generated and N(mu_s, S_s) of the style features:
+
+        W2^2 = |mu_x - mu_s|^2 + tr(S_x + S_s - 2 (S_s^1/2 S_x S_s^1/2)^1/2)
+
+    (the closed form of Dowson & Landau 1982 and Givens & Shortt 1984; used for style transfer e.g. by Mroueh 2019,
+    "Wasserstein Style Transfer", and Kalischek, Wegner & Schindler 2021). Divided by N, a mean per channel.
+
+    The inner square root: tr(C^1/2) = sum_i sqrt(lambda_i(C)) with C = S_s^1/2 S_x S_s^1/2, symmetric positive
+    semi-definite, from ``torch.linalg.eigvalsh`` (the symmetrised C). Why: only the eigenvalues are needed, and
+    their gradient, V diag(dL/dlambda) V^T, has none of the 1/(lambda_i - lambda_j) terms of an eigenvector
+    gradient, so it stays finite when eigenvalues repeat (dead ReLU channels give many zeros); it is exact,
+    unlike a truncated Newton-Schulz iteration. sqrt'(lambda) = 1/(2 sqrt(lambda)) diverges at 0, so eigenvalues
+    below 1e-6 (float32; 1e-12 in float64) of the largest are clamped there: they get no gradient and add at most
+    N sqrt(1e-6 lambda_max) to the trace. The mask weights the positions of the generated fit.
+    """
+    mu, cov = channel_mean_cov(features, mask)
+    root = cov_sqrt.to(cov.dtype)
+    inner = root @ cov @ root
+    lam = torch.linalg.eigvalsh(0.5 * (inner + inner.transpose(-1, -2)))
+    floor = lam.detach().amax(-1, keepdim=True).clamp_min(0) * _EIGEN_FLOOR.get(lam.dtype, 1e-6) + 1e-30
+    cross = lam.clamp_min(floor).sqrt().sum(-1)
+    means = (mu - mean.to(mu.dtype)).pow(2).sum(-1)
+    w2 = means + cov.diagonal(dim1=-2, dim2=-1).sum(-1) + trace.to(cov.dtype) - 2.0 * cross
+    return w2 / features.shape[1]
+
+
+# ---- sliced_wasserstein (Heitz et al. 2021) --------------------------------------------------------------------------
+
+
+def sliced_wasserstein_target(features: Tensor, *, max_positions: int = 65536, seed: int = 0) -> dict[str, Tensor]:
+    """{"style": (K, N)}: the style's feature vectors, K = min(M, max_positions) (``draw_positions(M, K, seed, 0)``
+    when subsampled: the quantiles of 65536 samples are accurate to well below the features' own spread)."""
+    s = _positions_by_channels(_at_least_fp32(features[:1]))[0]
+    if s.shape[0] > max_positions:
+        s = s[draw_positions(s.shape[0], max_positions, seed, 0, s.device)]
+    return {"style": s}
+
+
+def _quantile(sorted_values: Tensor, levels: Tensor) -> Tensor:
+    """The empirical quantile function of ``sorted_values`` (K, P), sample j at level (j + 1/2)/K, linearly
+    interpolated (constant beyond the first and last samples), at ``levels`` (M,) or (B, M, P)."""
+    k = sorted_values.shape[0]
+    u = (levels * k - 0.5).clamp(0, k - 1)
+    i0 = u.floor().long()
+    i1 = (i0 + 1).clamp_max(k - 1)
+    frac = u - i0
+    if levels.dim() == 1:
+        frac = frac[:, None]
+        return sorted_values[i0] * (1 - frac) + sorted_values[i1] * frac
+    table = sorted_values.expand(levels.shape[0], -1, -1)
+    return table.gather(1, i0) * (1 - frac) + table.gather(1, i1) * frac
+
+
+@_float32_region
+def sliced_wasserstein_loss(
+    features: Tensor, mask: Tensor | None = None, *, style: Tensor, projections: Tensor
+) -> Tensor:
+    """The sliced Wasserstein loss of Heitz, Vanhoey, Chambon & Belcour 2021 ("A Sliced Wasserstein Loss for
+    Neural Texture Synthesis", CVPR): project the feature vectors on P unit directions v_p (``projections``,
+    (N, P), see draw_projections), sort each projection, and compare the sorted values:
+
+        L = 1/P sum_p 1/M sum_i (sort(X v_p)_i - q_p((i + 1/2)/M))^2,
+
+    with q_p the style's quantile function along v_p: the squared 1-D 2-Wasserstein distance per direction.
+    Sample counts: the style's sorted projections (K of them, sample j at level (j + 1/2)/K) are linearly
+    interpolated at the generated sample's levels (i + 1/2)/M, so K need not equal M (with K = M they are the
+    sorted values themselves). With a mask, the generated samples are weighted: in sorted order, sample i has
+    level (W_<i + w_i/2)/W (W_<i the weights before it, W their sum) and its squared difference counts w_i/W.
+    The sort permutation is piecewise constant: the gradient is that of the matched pairs.
+    """
+    f = _positions_by_channels(_at_least_fp32(features))
+    v = projections.to(f.dtype)
+    x = f @ v  # B, M, P
+    xs, order = x.sort(1)
+    ss = (style.to(f.dtype) @ v).sort(0).values  # K, P
+    m = x.shape[1]
+    w = _weights(mask)
+    if w is None:
+        levels = (torch.arange(m, device=x.device, dtype=x.dtype) + 0.5) / m
+        return (xs - _quantile(ss, levels)).pow(2).mean((1, 2))
+    ws = w[..., None].expand(x.shape[0], -1, x.shape[-1]).gather(1, order)  # B, M, P: weights in sorted order
+    total = ws.sum(1).clamp_min(1e-12)  # B, P
+    levels = (ws.cumsum(1) - 0.5 * ws) / total[:, None]
+    return ((ws * (xs - _quantile(ss, levels)).pow(2)).sum(1) / total).mean(1)
+
+
+# ---- mrf: nearest neural patches (Li & Wand 2016) --------------------------------------------------------------------
+
+
+def mrf_target(features: Tensor, *, max_patches: int = 1024, seed: int = 0, patch_size: int = 3) -> dict[str, Tensor]:
+    """{"patches": (P, N k^2), "normalised": (P, N k^2)}: the style's k x k feature patches (stride 1, no padding,
+    in F.unfold's channel-major order), at most ``max_patches`` of them (``draw_positions(L, max_patches, seed, 0)``),
+    and the same patches divided by their norms for the normalised cross-correlation."""
+    p = F.unfold(_at_least_fp32(features[:1]), patch_size)[0].transpose(0, 1)  # L, N k^2
+    if p.shape[0] > max_patches:
+        p = p[draw_positions(p.shape[0], max_patches, seed, 0, p.device)]
+    return {"patches": p, "normalised": p / p.norm(dim=1, keepdim=True).clamp_min(1e-12)}
+
+
+@torch.no_grad()
+def mrf_matches(features: Tensor, normalised: Tensor, chunk: int = 256) -> Tensor:
+    """NN(i) = argmax_j psi_i . psi_j^s / (|psi_i| |psi_j^s|) for every k x k patch i of the generated features:
+    a convolution with the normalised style patches (|psi_i| does not change the argmax), ``chunk`` style patches
+    at a time, a running maximum. Returns (B, L) long, L = (H - k + 1)(W - k + 1) in row-major order."""
+    f = _at_least_fp32(features.detach())
+    n = f.shape[1]
+    k = round((normalised.shape[1] / n) ** 0.5)
+    kernels = normalised.reshape(-1, n, k, k).to(f.dtype)
+    best_value, best_index = None, None
+    for start in range(0, kernels.shape[0], chunk):
+        value, index = F.conv2d(f, kernels[start : start + chunk]).max(1)
+        if best_value is None or best_index is None:
+            best_value, best_index = value, index
+        else:
+            better = value > best_value
+            best_value = torch.where(better, value, best_value)
+            best_index = torch.where(better, index + start, best_index)
+    assert best_index is not None, "no style patches"
+    return best_index.flatten(1)
+
+
+@_float32_region
+def mrf_loss(
+    features: Tensor,
+    mask: Tensor | None = None,
+    *,
+    patches: Tensor,
+    normalised: Tensor,
+    matches: Tensor | None = None,
+) -> Tensor:
+    """E_s of Li & Wand 2016 ("Combining Markov Random Fields and Convolutional Neural Networks for Image
+    Synthesis", CVPR, eq. 2): every k x k patch psi_i of the generated features is matched to the style patch
+    with the highest normalised cross-correlation (``mrf_matches``, under no_grad, unless ``matches`` is given),
+    and
+
+        L = sum_i w_i |psi_i - psi^s_NN(i)|^2 / (N k^2 sum_i w_i),
+
+    normalised by the number of patches (w_i = 1; with a mask, w_i = the mask at the patch's centre) and by the
+    patch size N k^2: the mean squared difference per patch entry. The sum over patches is computed without
+    unfolding the generated features: sum_i w_i |psi_i|^2 = sum_p c_p |f_p|^2 (c_p: the weights of the patches
+    covering position p) and sum_i w_i psi_i . t_i = sum_p f_p . fold(w t)_p, so autograd keeps only (N, H, W)
+    tensors. The matches are piecewise constant: the gradient holds them fixed.
+    """
+    f = _at_least_fp32(features)
+    n, h, w_ = f.shape[1:]
+    d = patches.shape[1]
+    k = round((d / n) ** 0.5)
+    if matches is None:
+        matches = mrf_matches(f, normalised)
+    t = patches.to(f.dtype)[matches]  # B, L, N k^2: the matched style patches
+    if mask is None:
+        weights = torch.ones(1, t.shape[1], dtype=f.dtype, device=f.device)
+    else:
+        c = k // 2
+        weights = _at_least_fp32(mask)[..., c : c + h - k + 1, c : c + w_ - k + 1].flatten(1)
+    cover = F.fold(weights[:, None, :].expand(-1, k * k, -1), (h, w_), k)  # B|1, 1, H, W
+    folded = F.fold((weights[..., None] * t).transpose(1, 2), (h, w_), k)  # B, N, H, W
+    own = (f.pow(2).sum(1, keepdim=True) * cover).flatten(1).sum(1)
+    cross = (f * folded).flatten(1).sum(1)
+    matched = (weights * t.pow(2).sum(-1)).sum(1)
+    return (own - 2.0 * cross + matched) / (weights.sum(1).clamp_min(1e-12) * d)
+
+
+# ---- the registry ----------------------------------------------------------------------------------------------------
+
+
+def _mmd_step_inputs(
+    shape: Sequence[int], seed: int, step: int, device: torch.device | str | None, *, max_positions: int = 1024
+) -> dict[str, Tensor]:
+    m = int(shape[-2]) * int(shape[-1])
+    return {} if m <= max_positions else {"positions": draw_positions(m, max_positions, seed, step, device)}
+
+
+def _sliced_step_inputs(
+    shape: Sequence[int], seed: int, step: int, device: torch.device | str | None, *, n_projections: int | None = None
+) -> dict[str, Tensor]:
+    n = int(shape[1])
+    return {"projections": draw_projections(n, n_projections or n, seed, step, device)}
+
+
+@dataclass(frozen=True)
+class StyleStatistic:
+    """One style loss: ``target`` once per style image and layer, ``loss`` on the generated features.
+
+    - ``target(style_features (1, N, h, w), **target options) -> dict[str, Tensor]`` (call it under no_grad);
+    - ``loss(features (B, N, H, W), mask (B|1, 1, H, W) or None, **targets, **step inputs, **loss options) -> (B,)``;
+    - ``step_inputs(features.shape, seed, step, device, **step options) -> dict[str, Tensor]``: tensors drawn
+      once per optimiser step (sliced_wasserstein's projections, mmd's generated positions), or None;
+    - ``calibration``: a constant factor, loss * calibration ~ gram's E_l at a white-noise start for the default
+      layers (measured with the original VGG19), so that ``ratio`` keeps its meaning: the objective is
+      alpha L_content + beta calibration sum_l w_l loss_l with alpha = ratio * beta, as for gram;
+      ``calibrations`` overrides it per value of one option (mmd's kernel);
+    - ``blend_targets``: several styles with blend weights b_i are one blended target sum_i b_i T_i (gram: the
+      loss is quadratic in the target, so this is the blend of the losses up to a constant) rather than
+      sum_i b_i loss(T_i): see ``blended_targets``.
+
+    The methods take one options mapping (e.g. from the config) and pass each option to the functions that
+    accept it: ``check_options``, ``make_target``, ``make_step_inputs``, ``layer_loss``, ``calibration_for``.
+    """
+
+    name: str
+    target: Callable[..., dict[str, Tensor]]
+    loss: Callable[..., Tensor]
+    calibration: float = 1.0
+    blend_targets: bool = False
+    target_options: tuple[str, ...] = ()
+    loss_options: tuple[str, ...] = ()
+    step_inputs: Callable[..., dict[str, Tensor]] | None = None
+    step_options: tuple[str, ...] = ()
+    calibrations: Mapping[str, Mapping[Any, float]] = field(default_factory=dict)
+    mask: str = "positions weighted by the mask"
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.target_options + self.loss_options + self.step_options))
+
+    def check_options(self, options: Mapping[str, Any] | None) -> None:
+        """Raise an NSTError naming any option this loss does not take (and the ones it does)."""
+        unknown = [key for key in options or {} if key not in self.options]
+        if unknown:
+            valid = ", ".join(self.options) or "none"
+            raise NSTError(f"style_loss={self.name} has no option {', '.join(unknown)}; its options: {valid}")
+        if "kernel" in (options or {}):
+            _check_kernel(str(options["kernel"]))  # type: ignore[index]
+
+    def _pick(self, options: Mapping[str, Any] | None, names: tuple[str, ...]) -> dict[str, Any]:
+        self.check_options(options)
+        return {key: value for key, value in (options or {}).items() if key in names}
+
+    def make_target(self, features: Tensor, options: Mapping[str, Any] | None = None) -> dict[str, Tensor]:
+        """The target tensors of one style image's features at one layer (no gradient)."""
+        with torch.no_grad():
+            return self.target(features, **self._pick(options, self.target_options))
+
+    def make_step_inputs(
+        self,
+        shape: Sequence[int],
+        seed: int,
+        step: int,
+        device: torch.device | str | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> dict[str, Tensor]:
+        """What this optimiser step draws for a layer of generated features of ``shape`` (empty if nothing)."""
+        if self.step_inputs is None:
+            return {}
+        return self.step_inputs(shape, seed, step, device, **self._pick(options, self.step_options))
+
+    def layer_loss(
+        self,
+        features: Tensor,
+        mask: Tensor | None,
+        targets: Mapping[str, Tensor],
+        step_inputs: Mapping[str, Tensor] | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> Tensor:
+        """loss(features, mask, **targets, **step_inputs, **loss options), shape (B,)."""
+        return self.loss(features, mask, **targets, **(step_inputs or {}), **self._pick(options, self.loss_options))
+
+    def calibration_for(self, options: Mapping[str, Any] | None = None) -> float:
+        """The calibration constant for these options (mmd: per kernel)."""
+        for option, table in self.calibrations.items():
+            default = _default_option(self, option)
+            value = (options or {}).get(option, default)
+            if value in table:
+                return table[value]
+        return self.calibration
+
+
+def _default_option(statistic: StyleStatistic, option: str) -> Any:
+    import inspect
+
+    for fn in (statistic.loss, statistic.target):
+        parameter = inspect.signature(fn).parameters.get(option)
+        if parameter is not None:
+            return parameter.default
+    return None
+
+
+def blended_targets(
+    statistic: StyleStatistic, targets: Sequence[Mapping[str, Tensor]], blend: Sequence[float]
+) -> list[tuple[float, dict[str, Tensor]]]:
+    """[(weight, targets)] to sum over for several style images with blend weights b_i (summing to 1):
+    [(1, sum_i b_i T_i)] when ``statistic.blend_targets`` (gram), else [(b_i, T_i)] for each style."""
+    if len(targets) != len(blend):
+        raise ValueError(f"{len(targets)} targets but {len(blend)} blend weights")
+    if statistic.blend_targets:
+        return [(1.0, {key: sum(b * t[key] for b, t in zip(blend, targets, strict=True)) for key in targets[0]})]
+    return [(float(b), dict(t)) for b, t in zip(blend, targets, strict=True)]
+
+
+def blended_layer_loss(
+    statistic: StyleStatistic,
+    features: Tensor,
+    mask: Tensor | None,
+    weighted_targets: Sequence[tuple[float, Mapping[str, Tensor]]],
+    step_inputs: Mapping[str, Tensor] | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> Tensor:
+    """sum_i b_i loss(features, T_i) over ``blended_targets``'s list, shape (B,) (not yet calibrated)."""
+    losses = [b * statistic.layer_loss(features, mask, t, step_inputs, options) for b, t in weighted_targets if b]
+    return torch.stack(losses).sum(0)
+
+
+STYLE_LOSSES: dict[str, StyleStatistic] = {
+    "gram": StyleStatistic("gram", gram_target, gram_loss, 1.0, blend_targets=True),
+    "mean_std": StyleStatistic("mean_std", mean_std_target, mean_std_loss, 1.0),
+    "mmd": StyleStatistic(
+        "mmd",
+        mmd_target,
+        mmd_loss,
+        1.0,
+        target_options=("max_positions", "seed", "kernel", "bandwidth", "degree", "offset"),
+        loss_options=("kernel", "bandwidth", "degree", "offset"),
+        step_inputs=_mmd_step_inputs,
+        step_options=("max_positions",),
+        calibrations={"kernel": {"linear": 1.0, "polynomial": 1.0, "gaussian": 1.0}},
+        mask="weighted positions (of the subsample in use)",
+    ),
+    "gaussian_w2": StyleStatistic("gaussian_w2", gaussian_w2_target, gaussian_w2_loss, 1.0),
+    "sliced_wasserstein": StyleStatistic(
+        "sliced_wasserstein",
+        sliced_wasserstein_target,
+        sliced_wasserstein_loss,
+        1.0,
+        target_options=("max_positions", "seed"),
+        step_inputs=_sliced_step_inputs,
+        step_options=("n_projections",),
+        mask="weighted empirical quantiles (each generated sample counts its weight)",
+    ),
+    "mrf": StyleStatistic(
+        "mrf",
+        mrf_target,
+        mrf_loss,
+        1.0,
+        target_options=("max_patches", "seed", "patch_size"),
+        mask="patches weighted by the mask at their centre",
+    ),
+}
+STYLE_LOSS_NAMES = tuple(STYLE_LOSSES)
