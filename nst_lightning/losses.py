@@ -196,6 +196,7 @@ def channel_mean_cov(features: Tensor, mask: Tensor | None = None) -> tuple[Tens
 # ---- gram: the paper's E_l -------------------------------------------------------------------------------------------
 
 
+@_float32_region
 def gram_target(features: Tensor) -> dict[str, Tensor]:
     """{"gram": A/M_l} of the style image (the first in the batch), shape (N, N)."""
     return {"gram": gram_over_m(features[:1])[0]}
@@ -210,6 +211,7 @@ def gram_loss(features: Tensor, mask: Tensor | None = None, *, gram: Tensor) -> 
 # ---- mean_std: batch-norm statistics (Li et al. 2017) ----------------------------------------------------------------
 
 
+@_float32_region
 def mean_std_target(features: Tensor) -> dict[str, Tensor]:
     """{"mean", "std"}: per-channel statistics of the style image, shape (N,) each."""
     mean, std = channel_mean_std(features[:1])
@@ -263,6 +265,7 @@ def mmd_normaliser(kernel: str, n_channels: int, degree: int = 2) -> int:
     return {"linear": n_channels, "polynomial": 4 * n_channels**degree, "gaussian": 1}[kernel]
 
 
+@_float32_region
 def mmd_target(
     features: Tensor,
     *,
@@ -324,8 +327,8 @@ def mmd_loss(
     if positions is not None:
         x = x[:, positions]
         w = None if w is None else w[:, positions]
-    w = torch.full((1, x.shape[1]), 1.0 / x.shape[1], device=x.device) if w is None else _normalised(w)
-    w = w.to(x.dtype)
+    w = torch.full((1, x.shape[1]), 1.0 / x.shape[1], dtype=x.dtype, device=x.device) if w is None else w.to(x.dtype)
+    w = _normalised(w)
     sigma2 = bandwidth * mean_sq_distance.to(x.dtype)
     kxx = mmd_kernel(x, x, kernel, sigma2, degree, offset)  # B, M, M
     kxs = mmd_kernel(x, style.to(x.dtype), kernel, sigma2, degree, offset)  # B, M, K
@@ -339,6 +342,7 @@ def mmd_loss(
 _EIGEN_FLOOR = {torch.float64: 1e-12, torch.float32: 1e-6}  # eigenvalues below this times the largest are clamped
 
 
+@_float32_region
 def gaussian_w2_target(features: Tensor) -> dict[str, Tensor]:
     """{"mean": mu_s (N,), "cov_sqrt": S_s^1/2 (N, N), "trace": tr S_s ()}; the square root once, by eigh (the
     eigenvalues clamped at 0: S_s is positive semi-definite up to rounding)."""
@@ -381,6 +385,7 @@ def gaussian_w2_loss(
 # ---- sliced_wasserstein (Heitz et al. 2021) --------------------------------------------------------------------------
 
 
+@_float32_region
 def sliced_wasserstein_target(features: Tensor, *, max_positions: int = 65536, seed: int = 0) -> dict[str, Tensor]:
     """{"style": (K, N)}: the style's feature vectors, K = min(M, max_positions) (``draw_positions(M, K, seed, 0)``
     when subsampled: the quantiles of 65536 samples are accurate to well below the features' own spread)."""
@@ -441,6 +446,7 @@ def sliced_wasserstein_loss(
 # ---- mrf: nearest neural patches (Li & Wand 2016) --------------------------------------------------------------------
 
 
+@_float32_region
 def mrf_target(features: Tensor, *, max_patches: int = 1024, seed: int = 0, patch_size: int = 3) -> dict[str, Tensor]:
     """{"patches": (P, N k^2), "normalised": (P, N k^2)}: the style's k x k feature patches (stride 1, no padding,
     in F.unfold's channel-major order), at most ``max_patches`` of them (``draw_positions(L, max_patches, seed, 0)``),
@@ -452,6 +458,7 @@ def mrf_target(features: Tensor, *, max_patches: int = 1024, seed: int = 0, patc
 
 
 @torch.no_grad()
+@_float32_region
 def mrf_matches(features: Tensor, normalised: Tensor, chunk: int = 256) -> Tensor:
     """NN(i) = argmax_j psi_i . psi_j^s / (|psi_i| |psi_j^s|) for every k x k patch i of the generated features:
     a convolution with the normalised style patches (|psi_i| does not change the argmax), ``chunk`` style patches
