@@ -547,10 +547,14 @@ class StyleStatistic:
     - ``loss(features (B, N, H, W), mask (B|1, 1, H, W) or None, **targets, **step inputs, **loss options) -> (B,)``;
     - ``step_inputs(features.shape, seed, step, device, **step options) -> dict[str, Tensor]``: tensors drawn
       once per optimiser step (sliced_wasserstein's projections, mmd's generated positions), or None;
-    - ``calibration``: a constant factor, loss * calibration ~ gram's E_l at a white-noise start for the default
-      layers (measured with the original VGG19), so that ``ratio`` keeps its meaning: the objective is
-      alpha L_content + beta calibration sum_l w_l loss_l with alpha = ratio * beta, as for gram;
-      ``calibrations`` overrides it per value of one option (mmd's kernel);
+    - ``calibration``: a constant factor so that ``ratio`` keeps its meaning for every loss: the objective is
+      alpha L_content + beta calibration sum_l w_l loss_l with alpha = ratio * beta, exactly as for gram
+      (calibration 1). Rule: calibration = sum_l E_l / sum_l loss_l for a white-noise image against the style,
+      at the default layers conv1_1..conv5_1 with equal weights, the original VGG19 with average pooling,
+      grace_hopper-sized noise x brushstrokes at 64-256 px, rounded (it varies about 2x with the style image and
+      the size, since E_l grows with the 4th power of the feature scale and these losses with the 2nd);
+      ``calibrations`` overrides it per value of one option (mmd's kernel: the polynomial kernel's loss is E_l
+      itself, calibration 1);
     - ``blend_targets``: several styles with blend weights b_i are one blended target sum_i b_i T_i (gram: the
       loss is quadratic in the target, so this is the blend of the losses up to a constant) rather than
       sum_i b_i loss(T_i): see ``blended_targets``.
@@ -664,25 +668,25 @@ def blended_layer_loss(
 
 STYLE_LOSSES: dict[str, StyleStatistic] = {
     "gram": StyleStatistic("gram", gram_target, gram_loss, 1.0, blend_targets=True),
-    "mean_std": StyleStatistic("mean_std", mean_std_target, mean_std_loss, 1.0),
+    "mean_std": StyleStatistic("mean_std", mean_std_target, mean_std_loss, 2.5e4),
     "mmd": StyleStatistic(
         "mmd",
         mmd_target,
         mmd_loss,
-        1.0,
+        1e10,
         target_options=("max_positions", "seed", "kernel", "bandwidth", "degree", "offset"),
         loss_options=("kernel", "bandwidth", "degree", "offset"),
         step_inputs=_mmd_step_inputs,
         step_options=("max_positions",),
-        calibrations={"kernel": {"linear": 1.0, "polynomial": 1.0, "gaussian": 1.0}},
+        calibrations={"kernel": {"linear": 5e4, "polynomial": 1.0, "gaussian": 1e10}},
         mask="weighted positions (of the subsample in use)",
     ),
-    "gaussian_w2": StyleStatistic("gaussian_w2", gaussian_w2_target, gaussian_w2_loss, 1.0),
+    "gaussian_w2": StyleStatistic("gaussian_w2", gaussian_w2_target, gaussian_w2_loss, 2e4),
     "sliced_wasserstein": StyleStatistic(
         "sliced_wasserstein",
         sliced_wasserstein_target,
         sliced_wasserstein_loss,
-        1.0,
+        3e4,
         target_options=("max_positions", "seed"),
         step_inputs=_sliced_step_inputs,
         step_options=("n_projections",),
@@ -692,7 +696,7 @@ STYLE_LOSSES: dict[str, StyleStatistic] = {
         "mrf",
         mrf_target,
         mrf_loss,
-        1.0,
+        1.5e4,
         target_options=("max_patches", "seed", "patch_size"),
         mask="patches weighted by the mask at their centre",
     ),
