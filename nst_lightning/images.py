@@ -38,6 +38,11 @@ def open_image(spec: str, what: str = "image", long_side: int | None = None) -> 
         raise NSTError(f"{what} '{spec}' not found: give an image file path or a built-in name ({names})")
     if path.is_dir():
         raise NSTError(f"{what} '{spec}' is a directory: give an image file")
+    if not path.is_file():  # reading a FIFO would wait for a writer, and PIL needs to seek: a pipe cannot be read
+        raise NSTError(
+            f"{what} '{spec}' is not a regular file (a pipe, socket or device, e.g. from <(...)): "
+            "save the image to a file and give its path"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

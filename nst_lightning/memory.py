@@ -1,29 +1,43 @@
 """How much memory a run will need, checked before any heavy work: a run that cannot fit is refused up front
 with the estimate and what to change, instead of being killed by the kernel (or CUDA) halfway through.
 
-The estimate is a sum of the parts a run holds at its peak, the backward pass of a step:
+The estimate is the memory the run holds throughout plus the largest of its three phases (they come one after
+the other, and each frees what it used):
 
 - ``runtime``: Python, torch, Lightning and TensorBoard with the network decoded (CPU: the whole process at a
   tiny size; CUDA: cuDNN workspace, the context itself is already outside the free memory we compare with);
 - ``weights``: the cut VGG19, fp32 (plus its bf16 copy under bf16/16 autocast);
-- ``activations``: every feature map of the cut network that autograd keeps for the backward pass, at the
-  run's precision, times ``BACKWARD_FACTOR`` for the gradients and temporaries of the backward pass;
-- ``gram``: per style layer, the float32 copy F/sqrt(M) the Gram matrix is formed from, and the N x N matrices;
-- ``optimizer``: L-BFGS history, 2 x min(history_size, steps) vectors of the image's size in float32, plus a few
-  working vectors (Adam: two moments);
-- ``images``: the image, its gradient, the last finite copy, content and style images.
+- ``images``: what the run holds throughout: the generated image, its gradient and last finite copy (per image
+  of a batch), the content image and every style image at its own size, a mask, a temporal target, the
+  content's colours (``preserve_color=luminance``);
+- the optimisation (the peak of a step, its backward pass):
+
+  - ``activations``: every feature map of the cut network that autograd keeps for the backward pass, at the
+    run's precision, times ``BACKWARD_FACTOR`` for the gradients and temporaries of the backward pass;
+  - ``gram``: per style layer, the float32 copy F/sqrt(M) the Gram matrix is formed from, and the N x N matrices;
+  - ``optimizer``: L-BFGS history, 2 x min(history_size, steps) vectors of the image's size in float32, plus a
+    few working vectors (Adam: two moments);
+
+- ``targets``: how much more than the optimisation the target pass needs: the network run once, without
+  gradients, over the content and over each style image *at the style's own size* (``style_size``,
+  ``style_scale``: a style larger than the output costs more here than the whole optimisation);
+- ``decode``: how much more than both the decoding of the largest input needs (CPU only: it happens in host
+  memory): the file's pixels as decoded (a JPEG at the reduced scale PIL's draft mode picks, any other format in
+  full, both read from the header without decoding) and the resized image as bytes and floats.
 
 Calibration (``python benchmarks/run.py``, peak RSS of ``python -m nst_lightning`` runs of a few steps,
 tubingen x starry_night, 2-core AMD EPYC, torch 2.14 CPU, see benchmarks/results.json): the estimate is
 within about 5% of the measured peak at 512 and 1024 px in fp32 (it is about 25% low at 256 px, where
 allocator slack and library buffers of a few tens of MB dominate the small activations). See
-``benchmarks/README.md`` for the table.
+``benchmarks/README.md`` for the table. There the style image has the content's size and the two extra phases
+are zero.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +64,22 @@ def _feature_maps(height: int, width: int, deepest: str) -> list[tuple[str, int,
     return maps
 
 
+def target_pass_bytes(
+    height: int, width: int, layers: list[str] | tuple[str, ...], style_layers: list[str] | tuple[str, ...]
+) -> int:
+    """The peak of one forward pass without gradients (the content and style targets) at ``height`` x ``width``:
+    the outputs of every layer in use (the network returns them all), the input and output of the layer being
+    computed, the input's preprocessed copies, and the float32 copy and Gram matrix of one style layer."""
+    deepest = max(layers, key=LAYERS.index)
+    maps = _feature_maps(height, width, deepest)
+    sizes = [c * m for _, c, m in maps]
+    kept = sum(c * m for name, c, m in maps if name in set(layers))
+    transient = max((sizes[i - 1] if i else 3 * height * width) + sizes[i] for i in range(len(sizes)))
+    by_name = {name: (c, m) for name, c, m in maps}
+    gram = max((by_name[n][0] * by_name[n][1] + by_name[n][0] ** 2 for n in style_layers), default=0)
+    return 4 * (kept + transient + gram + 2 * 3 * height * width)
+
+
 def memory_parts(
     height: int,
     width: int,
@@ -61,13 +91,20 @@ def memory_parts(
     optimizer: str = "lbfgs",
     precision: str = "32-true",
     device: str = "cpu",
+    styles: list[tuple[int, int]] | None = None,
+    extra_channels: int = 0,
+    decode: int = 0,
 ) -> dict[str, int]:
-    """The estimated peak of a run, part by part, in bytes (see the module docstring).
+    """The estimated peak of a run, part by part, in bytes (see the module docstring); their sum is the estimate.
 
     ``layers``: every layer whose loss is computed (the network is cut after the deepest); ``style_layers``:
     those with a Gram matrix (default: every layer but the first, the content layer, as in the default list).
+    ``styles``: (height, width) of each style image as the network sees it (default: one, the content's shape);
+    ``extra_channels``: channels of other content-sized inputs held throughout (a mask 1, a temporal target 3,
+    the content's colours 3); ``decode``: the host bytes of decoding the largest input (``decode_bytes``).
     """
     style_layers = list(layers[1:] if style_layers is None else style_layers)
+    styles = [(height, width)] if styles is None else list(styles)
     deepest = max(layers, key=LAYERS.index)
     maps = _feature_maps(height, width, deepest)
     half = str(precision) in HALF_PRECISIONS
@@ -83,13 +120,18 @@ def memory_parts(
         opt_bytes = (2 * min(history_size, steps) + 4) * pixels * 4 * images
     else:
         opt_bytes = 2 * pixels * 4 * images
+    optimisation = int(activations * BACKWARD_FACTOR) + gram + opt_bytes
+    targets = max(target_pass_bytes(h, w, layers, style_layers) for h, w in [(height, width), *styles])
+    held = (3 * images + 1) * pixels + sum(3 * h * w for h, w in styles) + extra_channels * height * width
     return {
         "runtime": RUNTIME_BYTES.get(device, RUNTIME_BYTES["cpu"]),
         "weights": int(weights * (1.5 if half else 1.0)),
         "activations": int(activations * BACKWARD_FACTOR),
         "gram": gram,
         "optimizer": opt_bytes,
-        "images": (3 * images + 2) * pixels * 4,
+        "images": held * 4,
+        "targets": max(0, targets - optimisation),
+        "decode": max(0, (decode if device == "cpu" else 0) - max(optimisation, targets)),
     }
 
 
@@ -137,17 +179,62 @@ def available_bytes(device: str = "cpu") -> int | None:
     return available
 
 
-def _aspect(spec: str) -> tuple[int, int]:
-    """(width, height) of an image file from its header only; a square for built-in names or unreadable files."""
+@dataclass(frozen=True)
+class Header:
+    """What an image file's header says, read without decoding a pixel."""
+
+    width: int
+    height: int
+    jpeg: bool  # decoded at a reduced scale (PIL's draft mode), the others in full
+
+
+def image_header(spec: Any) -> Header | None:
+    """The size (after the EXIF orientation) and format of an image file; None for a built-in name, a missing,
+    unreadable or non-regular file (never opened: a FIFO would block), which ``load_image`` will report."""
+    if spec is None:
+        return None
+    path = Path(os.path.expanduser(str(spec)))
     try:
+        if not path.is_file():
+            return None
         from PIL import Image
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(Path(os.path.expanduser(str(spec)))) as img:
-                return img.size
-    except Exception:  # a built-in name, a missing or odd file: load_image will say what is wrong
-        return (1, 1)
+            with Image.open(path) as img:
+                (w, h), jpeg = img.size, img.format == "JPEG"
+                if img.getexif().get(0x0112) in (5, 6, 7, 8):  # rotated by a quarter turn
+                    w, h = h, w
+    except Exception:  # a corrupt or odd file: load_image will say what is wrong
+        return None
+    return Header(w, h, jpeg)
+
+
+def resized_shape(header: Header | None, long_side: int) -> tuple[int, int]:
+    """(height, width) of an image resized to ``long_side`` (a square when the header is unknown: the largest)."""
+    if header is None:
+        return long_side, long_side
+    scale = long_side / max(header.width, header.height)
+    return max(1, round(header.height * scale)), max(1, round(header.width * scale))
+
+
+def decoded_pixels(header: Header | None, long_side: int) -> int:
+    """How many pixels the file decodes to before it is resized to ``long_side`` (as ``images.open_image`` does)."""
+    if header is None:
+        return long_side * long_side
+    w, h = header.width, header.height
+    if header.jpeg:  # PIL's draft: the largest of 1/8, 1/4, 1/2 that keeps both sides >= the requested box
+        ratio = min(w // long_side, h // long_side)
+        scale = next(s for s in (8, 4, 2, 1) if ratio >= s or s == 1)
+        w, h = -(-w // scale), -(-h // scale)
+    return w * h
+
+
+def decode_bytes(header: Header | None, long_side: int) -> int:
+    """Host memory of loading one image: the decoded RGB pixels (and a converted copy, and the resize's
+    intermediate), then the resized image as 8-bit RGB, its uint8 tensor and two float32 tensors."""
+    height, width = resized_shape(header, long_side)
+    return 9 * (0 if header is None else decoded_pixels(header, long_side)) + 30 * height * width
 
 
 def _device(cfg: Any) -> str | None:
@@ -165,11 +252,19 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB" if n < 10 * 2**30 else f"{n / 2**30:.0f} GiB"
 
 
+def _style_specs(cfg: Any) -> list[Any]:
+    """The style image(s): ``style=a.jpg`` or ``style=[a.jpg,b.jpg]``."""
+    return [cfg.style] if isinstance(cfg.style, str) else list(cfg.style)
+
+
 def check_memory(cfg: Any) -> int | None:
     """Refuse (NSTError, one line) a run whose estimated peak exceeds the memory available; return the estimate.
 
-    The largest stage of ``scales`` and every image of ``batch_sweep`` count. ``NST_SKIP_MEMORY_CHECK=1``
-    skips the check (if the estimate is wrong for a machine).
+    Every image the run decodes and feeds the network counts: the content at the output size, each style image
+    at its own size (``style_size``, or ``style_scale`` x the output size) and aspect, a ``content_mask``, an
+    ``init.path`` image and a ``temporal_target`` (each file's size read from its header, without decoding); so
+    do the largest stage of ``scales`` and every image of ``batch_sweep``. The message gives the size that fits.
+    ``NST_SKIP_MEMORY_CHECK=1`` skips the check (if the estimate is wrong for a machine).
     """
     device = _device(cfg)
     if device is None or os.environ.get(SKIP_ENV) == "1":
@@ -178,15 +273,23 @@ def check_memory(cfg: Any) -> int | None:
     sweep = cfg.get("batch_sweep") or {}
     images = max([1, *[len(v) for v in sweep.values() if v is not None]])
     layers = [cfg.content_layer, *cfg.style_layers]
-    w, h = _aspect(cfg.content)
+    content = image_header(cfg.content)
+    styles = [image_header(path) for path in _style_specs(cfg)]
+    init_kinds = {str(cfg.init.kind), *[str(k) for k in (sweep.get("init") or [])]}
+    at_content_side = [cfg.get("content_mask")]  # loaded at the content's long side, then fitted to it
+    at_content_side.append(cfg.init.get("path") if "image" in init_kinds else None)
+    at_content_side.append(cfg.get("temporal_target") if (cfg.get("temporal_weight") or 0) > 0 else None)
+    extra = (1 if cfg.get("content_mask") else 0) + (3 if (cfg.get("temporal_weight") or 0) > 0 else 0)
+    extra += 3 if cfg.get("preserve_color") == "luminance" else 0
+    style_size, style_scale = cfg.get("style_size"), float(cfg.get("style_scale") or 1.0)
 
-    def shape(side: int) -> tuple[int, int]:
-        scale = side / max(w, h)
-        return max(1, round(h * scale)), max(1, round(w * scale))
-
-    def estimate(side: int, history: int | None = None) -> int:
+    def estimate(side: int, style_side: int | None = None, history: int | None = None) -> int:
+        style_side = style_side or style_size or max(1, round(side * style_scale))
+        shape = resized_shape(content, side)
+        loads = [decode_bytes(content, side), *[decode_bytes(style, style_side) for style in styles]]
+        loads += [decode_bytes(image_header(spec), max(shape)) for spec in at_content_side if spec]
         return estimate_peak_bytes(
-            *shape(side),
+            *shape,
             layers=layers,
             style_layers=list(cfg.style_layers),
             images=images,
@@ -195,28 +298,48 @@ def check_memory(cfg: Any) -> int | None:
             optimizer=str(cfg.optimizer.name),
             precision=str(cfg.trainer.get("precision", "32-true")),
             device=device,
+            styles=[resized_shape(style, style_side) for style in styles],
+            extra_channels=extra,
+            decode=max(loads),
         )
 
     needed, available = estimate(long_side), available_bytes(device)
     if available is None or needed <= available:
         return needed
-    lo, hi = 16, long_side  # the largest long side that fits
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if estimate(mid) <= available else (lo, mid)
-    advice = [f"lower size (about {lo} px fits)" if estimate(lo) <= available else "free some memory"]
+
+    def largest(fits: Any, lo: int, hi: int) -> int:
+        """The largest value in [lo, hi) for which fits() holds (lo if none does)."""
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+        return lo
+
+    advice = []
+    style_side = style_size or max(1, round(long_side * style_scale))
+    if style_side > 16 and estimate(long_side, 16) <= available:  # the style images alone are too large
+        fit = largest(lambda s: estimate(long_side, s) <= available, 16, style_side)
+        if style_size:
+            advice.append(f"lower style_size (about {fit} px fits)")
+        else:
+            advice.append(f"lower style_scale (about {fit / long_side:.2g} fits)")
+    side = largest(lambda s: estimate(s) <= available, 16, long_side)
+    if estimate(side) <= available:
+        advice.append(f"lower size (about {side} px fits)")
     history = int(cfg.optimizer.history_size)
-    if str(cfg.optimizer.name) == "lbfgs" and history > 10 and estimate(long_side, 10) <= available:
-        lo_h, hi_h = 10, history  # the largest L-BFGS memory that fits at this size
-        while hi_h - lo_h > 1:
-            mid = (lo_h + hi_h) // 2
-            lo_h, hi_h = (mid, hi_h) if estimate(long_side, mid) <= available else (lo_h, mid)
-        advice.append(f"optimizer.history_size={lo_h}")
+    if str(cfg.optimizer.name) == "lbfgs" and history > 10 and estimate(long_side, None, 10) <= available:
+        fit = largest(lambda h: estimate(long_side, None, h) <= available, 10, history)
+        advice.append(f"optimizer.history_size={fit}")
     if images > 1:
         advice.append("fewer images in batch_sweep")
+    advice = advice or ["free some memory"]
     where = "GPU memory" if device == "cuda" else "memory"
+    shape = resized_shape(content, long_side)
+    biggest = max([resized_shape(style, style_side) for style in styles], key=lambda hw: hw[0] * hw[1])
+    what = ""
+    if biggest[0] * biggest[1] > shape[0] * shape[1]:
+        what = f" (the style image at {biggest[1]}x{biggest[0]} px, larger than the {shape[1]}x{shape[0]} output)"
     raise NSTError(
-        f"size={long_side} needs about {_gib(needed)} but {_gib(available)} of {where} is available: "
+        f"size={long_side} needs about {_gib(needed)}{what} but {_gib(available)} of {where} is available: "
         f"{', or '.join(advice)} ({SKIP_ENV}=1 tries anyway)"
     )
 

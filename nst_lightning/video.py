@@ -39,9 +39,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from nst_lightning.__main__ import user_error
 from nst_lightning.config import Config, check_positive_counts, conf_dir, register_configs, stages, validate
-from nst_lightning.errors import NSTError
+from nst_lightning.errors import NSTError, user_error
 from nst_lightning.files import atomic_write
 
 log = logging.getLogger("nst_lightning")
