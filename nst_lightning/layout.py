@@ -51,6 +51,10 @@ def image_runs(
         else:
             label = ",".join(filter(None, [run_name, safe]))
             logger = TensorBoardLogger(save_dir=str(tensorboard_dir), name=label, version="", default_hp_metric=False)
-        extra = {"alpha": image.weights.alpha, "beta": image.weights.beta, **({"batch_index": index} if image.name else {})}
+        extra = {
+            "alpha": image.weights.alpha,
+            "beta": image.weights.beta,
+            **({"batch_index": index} if image.name else {}),
+        }
         runs.append(ImageRun(sub, logger, hyperparameters(image, plan), {**extra, **info}))
     return runs

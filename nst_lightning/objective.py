@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nst_lightning.config import StyleLossName
 from nst_lightning import losses
+from nst_lightning.config import StyleLossName
 from nst_lightning.losses import color_loss, content_loss, gram_over_m, style_layer_loss, temporal_loss, total_variation
 from nst_lightning.plan import LossWeights
 from nst_lightning.prepare import Prepared
@@ -108,7 +108,8 @@ class Objective(nn.Module):
         # uses (K, C), beta (K,), w_l (K, S) with 0 where an image does not use a layer, and the extras (K,).
         self.register_buffer("alpha", _weights([w.alpha * content_scale for w in weights]))
         self.register_buffer(
-            "content_select", torch.tensor([[float(w.content_layer == c) for c in self.content_layers] for w in weights])
+            "content_select",
+            torch.tensor([[float(w.content_layer == c) for c in self.content_layers] for w in weights]),
         )
         self.register_buffer("beta", _weights([w.beta for w in weights]))
         self.register_buffer(

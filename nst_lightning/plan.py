@@ -8,8 +8,8 @@ image and turns the groups into plain specs: the images, the stages, the network
 from __future__ import annotations
 
 import math
-from enum import Enum
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -373,7 +373,9 @@ def batch_configs(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
 
 
 def _container(cfg: DictConfig) -> dict[str, Any]:
-    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # type: ignore[return-value]
+    """The config as plain data, without Hydra's own node (its interpolations resolve only inside a job)."""
+    keep = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    return OmegaConf.to_container(keep, resolve=True, enum_to_str=True)  # type: ignore[return-value]
 
 
 def _image_spec(name: str, one: DictConfig, swept: dict[str, list[Any]]) -> ImageSpec:
@@ -407,7 +409,9 @@ def _stages(cfg: DictConfig) -> list[Stage]:
 def _engine(cfg: DictConfig) -> EngineSpec:
     e = cfg.engine
     precision = str(cfg.trainer.get("precision", "32-true"))
-    return EngineSpec(precision, bool(e.cuda_graph), bool(e.tf32), int(e.log_every), int(e.checkpoint_every), int(cfg.snapshot_every))
+    return EngineSpec(
+        precision, bool(e.cuda_graph), bool(e.tf32), int(e.log_every), int(e.checkpoint_every), int(cfg.snapshot_every)
+    )
 
 
 def _optimizer(cfg: DictConfig) -> LBFGSSpec | AdamSpec:

@@ -45,8 +45,12 @@ def configure_device(plan: RunPlan) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def build_module(plan: RunPlan, stage: Stage | None = None, start: torch.Tensor | None = None) -> StyleTransfer:
+def build_module(
+    plan: RunPlan | DictConfig, stage: Stage | None = None, start: torch.Tensor | None = None
+) -> StyleTransfer:
     """The module of one stage (default: the last); ``start`` (a coarser stage's result) replaces the starts."""
+    if isinstance(plan, DictConfig):
+        plan = build_plan(plan)
     stage = stage or plan.stages[-1]
     weights = [image.weights for image in plan.images]
     prepared = prepare(
@@ -54,7 +58,12 @@ def build_module(plan: RunPlan, stage: Stage | None = None, start: torch.Tensor 
     )
     net = plan.network
     network = build_vgg19(
-        net.source.value, net.layers, net.pooling.value, seed=net.seed, weights=net.weights, channels_last=net.channels_last
+        net.source.value,
+        net.layers,
+        net.pooling.value,
+        seed=net.seed,
+        weights=net.weights,
+        channels_last=net.channels_last,
     )
     objective = Objective(network, prepared, weights, stage.content_scale, plan.style_loss, plan.engine.precision)
     if start is not None:
@@ -158,7 +167,9 @@ def run(
         final = i == len(plan.stages) - 1
         folder = run_dir if final else run_dir / "stages" / f"{i}_{stage.size}px"
         module = build_module(plan, stage, start)
-        info: dict[str, Any] = {} if len(plan.stages) == 1 else {"stage": i, "stages": [[s.size, s.steps] for s in plan.stages]}
+        info: dict[str, Any] = {"content_scale": stage.content_scale}  # the paper's alpha times this was used
+        if len(plan.stages) > 1:
+            info.update(stage=i, stages=[[s.size, s.steps] for s in plan.stages])
         if resumed_from is not None:
             info["resumed_from"] = str(resumed_from)
         runs = image_runs(plan, folder, tensorboard_dir if final else None, run_name, info)

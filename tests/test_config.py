@@ -4,8 +4,9 @@ import pytest
 from conftest import compose_cfg
 from hydra import compose, initialize_config_dir
 
-from nst_lightning.config import conf_dir, loss_weights, min_image_side, style_weights, validate
+from nst_lightning.config import conf_dir
 from nst_lightning.errors import NSTError
+from nst_lightning.plan import build_plan, loss_weights, min_image_side, style_weights
 
 
 def test_defaults_are_the_papers():
@@ -18,7 +19,7 @@ def test_defaults_are_the_papers():
     assert style_weights(cfg) == {name: 0.2 for name in cfg.style_layers}
     assert loss_weights(cfg) == (1e-3, 1.0)
     assert cfg.trainer.accelerator == "auto"
-    validate(cfg)
+    build_plan(cfg)
 
 
 @pytest.mark.parametrize(
@@ -39,7 +40,7 @@ def test_defaults_are_the_papers():
 def test_overrides_compose(overrides, check):
     cfg = compose_cfg(*overrides)
     assert check(cfg)
-    validate(cfg)
+    build_plan(cfg)
 
 
 def test_min_image_side_follows_deepest_layer():
@@ -47,7 +48,7 @@ def test_min_image_side_follows_deepest_layer():
     assert min_image_side(compose_cfg("style_layers=[conv1_1]", "content_layer=conv2_2")) == 2
     assert min_image_side(compose_cfg("style_layers=[pool5]")) == 32
     with pytest.raises(NSTError, match=r"size=8 is too small.*use size >= 16"):
-        validate(compose_cfg("size=8"))
+        build_plan(compose_cfg("size=8"))
 
 
 def compose_with_hydra(*overrides):
@@ -80,7 +81,7 @@ def test_study_presets_compose(name, settings, sweep):
         assert node == value, key
     params = cfg.hydra.sweeper.params or {}
     assert {k: len(str(v).split(",")) if k != "style_layers" else str(v).count("]") for k, v in params.items()} == sweep
-    validate(cfg)
+    build_plan(cfg)
 
 
 def test_style_layer_subsets_give_equal_weights():

@@ -111,7 +111,7 @@ def test_overrides_run(make_cfg, tmp_path, overrides):
 def test_init_image_starts_from_that_image(make_cfg, images, tmp_path):
     module = build_module(make_cfg("init=image", f"init.path={images['style']}"))
     start = module.image.detach()
-    assert start.shape == module.frozen.content.shape
+    assert start.shape == module.held.prepared.content.shape
     assert start[0, 2].mean() > 0.3  # the painting's strong blue stripes, not noise
 
 
@@ -120,7 +120,7 @@ def test_content_only_reconstructs_the_photo(make_cfg, tmp_path):
     assert metrics["loss_content"] > 0
     photo = pixels(tmp_path / "r" / "result.png")
     noise_error = np.abs(np.random.default_rng(0).random(photo.shape) - photo).mean()
-    content = build_module(make_cfg()).frozen.content[0].permute(1, 2, 0).numpy()
+    content = build_module(make_cfg()).held.prepared.content[0].permute(1, 2, 0).numpy()
     assert np.abs(photo - content).mean() < 0.25 * noise_error
 
 
@@ -182,11 +182,10 @@ def test_cli_multirun_sweeps_ratio(images, tmp_path):
 
 def test_bf16_autocast_keeps_losses_in_float32(make_cfg, tmp_path):
     module = build_module(make_cfg())
-    module.compute_targets()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        losses = module.losses(module.image)
+        losses = module.objective(module.image)
     assert all(v.dtype == torch.float32 for v in losses.values())
-    fp32 = module.losses(module.image)
+    fp32 = module.objective(module.image)
     assert losses["total"].item() == pytest.approx(fp32["total"].item(), rel=0.05)
 
 
@@ -223,13 +222,13 @@ def test_help_lists_groups_and_presets(tmp_path):
 
 def test_terms_weighted_zero_are_not_computed(make_cfg, tmp_path):
     content_only = make_cfg("style_weight=0", "content_weight=1", "content_layer=conv1_1")
-    assert build_module(content_only).frozen.network.names[-1] == "conv1_1"  # conv2_1 ... conv5_1 never run
+    assert build_module(content_only).objective.network.names[-1] == "conv1_1"  # conv2_1 ... conv5_1 never run
     metrics = run(content_only, tmp_path / "content")
     assert metrics["loss_style"] is None and metrics["loss_style_layers"] == {}
     assert metrics["loss_total"] == pytest.approx(metrics["loss_content"])
 
     style_only = make_cfg("ratio=0", "style_layers=[conv1_1,conv2_1]")
-    assert build_module(style_only).frozen.network.names[-1] == "conv2_1"  # not conv4_2
+    assert build_module(style_only).objective.network.names[-1] == "conv2_1"  # not conv4_2
     metrics = run(style_only, tmp_path / "style")
     assert metrics["loss_content"] is None and set(metrics["loss_style_layers"]) == {"conv1_1", "conv2_1"}
     assert metrics["loss_total"] == pytest.approx(metrics["loss_style"])
