@@ -59,13 +59,10 @@ def _kept(run_dir: Path) -> str:
     results = sorted(p for p in run_dir.rglob("result.png") if "snapshots" not in p.parts) if run_dir.is_dir() else []
     if not results:
         return f"interrupted before the first step: no image to keep (the run folder {run_dir} holds only its logs)"
-    names = ", ".join(str(p.relative_to(run_dir)) for p in results)
+    kept = f"interrupted: kept the image so far in {', '.join(map(str, results))}"
     if (run_dir / "last.ckpt").is_file():
-        return f"interrupted: {run_dir}: {names} hold the image so far; continue with resume={run_dir}"
-    return (
-        f"interrupted: {run_dir}: {names} hold the image so far (a second Ctrl-C does not wait for the step to end: "
-        "no last.ckpt, not resumable)"
-    )
+        return f"{kept}; continue with resume={run_dir}"
+    return f"{kept} (no last.ckpt: a second Ctrl-C does not wait for the step to end, so this run cannot be resumed)"
 
 
 def _interrupted(run_dir: Path) -> NoReturn:
@@ -108,6 +105,9 @@ def _app(cfg: DictConfig) -> float:
         check_seeds(cfg)
         tensorboard_dir, run_name = sweep_tensorboard(hc)
         metrics = run(cfg, run_dir, tensorboard_dir=tensorboard_dir, run_name=run_name)
+        if metrics.get("interrupted"):
+            log.warning("stopped early: result.png holds the image so far; continue with resume=%s", run_dir)
+            sys.exit(143 if metrics.get("stopped_by") == "SIGTERM" else 130)
     except SIGTERMException:
         log.error("stopped by SIGTERM: the image so far is saved as result.png (metrics.json: interrupted)")
         sys.exit(143)
@@ -125,9 +125,6 @@ def _app(cfg: DictConfig) -> float:
         if sweep and not full_error():
             return _failed_job(run_dir, hc, exc, bad_input=False)
         raise
-    if metrics.get("interrupted"):
-        log.warning("stopped early: result.png holds the image so far; continue with resume=%s", run_dir)
-        sys.exit(143 if metrics.get("stopped_by") == "SIGTERM" else 130)
     (run_dir / folders.FAILED).unlink(missing_ok=True)  # an earlier attempt's marker no longer describes it
     return metrics["loss_total"]
 
@@ -146,6 +143,9 @@ def quoting_hint(override: str, multirun: bool = False) -> str | None:
     override with its value quoted, if that one reads; else None."""
     key, sep, value = override.partition("=")
     if not sep or not value or value[0] in "'\"":
+        return None
+    inner = value.lstrip("[{").rstrip("]}") if value[0] in "[{" else value  # a list's own brackets are grammar
+    if not any(ord(c) > 127 or c == "=" or c in "[]{}" for c in inner):  # e.g. ratio=[1,2: a syntax error
         return None
     if value.startswith("[") and value.endswith("]"):
         quoted = "[" + ",".join(_quoted(v) for v in value[1:-1].split(",")) + "]"
@@ -195,7 +195,7 @@ def main() -> None:
     except KeyboardInterrupt:
         if full_error():
             raise
-        sys.stderr.write("interrupted while starting up: nothing was run\n")
+        sys.stderr.write("interrupted while starting up or between runs: nothing was being optimised\n")
         sys.exit(130)
     finally:
         folders.release_all()

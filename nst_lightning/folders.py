@@ -245,10 +245,8 @@ class ClaimFolder(Callback):
         release(sweep_dir)
         summary = sweep_summary(sweep_dir)
         if summary is not None:
-            import logging
-
             line, code = summary
-            logging.getLogger("nst_lightning").error("error: %s", line)
+            sys.stderr.write(f"error: {line}\n")  # the sweep's last line, as plain as a run's one-line error
             sys.exit(code)
 
     @staticmethod
