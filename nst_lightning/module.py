@@ -131,7 +131,9 @@ class StyleTransfer(L.LightningModule):
                 [self.image], history_size=spec.history_size, first_step=spec.first_step, max_step=spec.max_step
             )
         else:
-            inner = torch.optim.Adam([self.image], lr=spec.lr, betas=spec.betas)
+            # capturable: the step count stays on the GPU (no host read per step, and a CUDA graph can hold it).
+            capturable = self.image.device.type == "cuda"
+            inner = torch.optim.Adam([self.image], lr=spec.lr, betas=spec.betas, capturable=capturable)
         self.inner_optimizer = inner
         return Stepper(self.image, inner)
 
