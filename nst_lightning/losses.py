@@ -457,8 +457,10 @@ def sliced_wasserstein_loss(
 def mrf_target(features: Tensor, *, max_patches: int = 1024, seed: int = 0, patch_size: int = 3) -> dict[str, Tensor]:
     """{"patches": (P, N k^2), "normalised": (P, N k^2)}: the style's k x k feature patches (stride 1, no padding,
     in F.unfold's channel-major order), at most ``max_patches`` of them (``draw_positions(L, max_patches, seed, 0)``),
-    and the same patches divided by their norms for the normalised cross-correlation."""
-    p = F.unfold(_at_least_fp32(features[:1]), patch_size)[0].transpose(0, 1)  # L, N k^2
+    and the same patches divided by their norms for the normalised cross-correlation. A style layer smaller than
+    k x k (conv5_1 of a 32 px image is 2 x 2) gives patches of its own size, min(k, h, w)."""
+    k = min(patch_size, *features.shape[-2:])
+    p = F.unfold(_at_least_fp32(features[:1]), k)[0].transpose(0, 1)  # L, N k^2
     if p.shape[0] > max_patches:
         p = p[draw_positions(p.shape[0], max_patches, seed, 0, p.device)]
     return {"patches": p, "normalised": p / p.norm(dim=1, keepdim=True).clamp_min(1e-12)}
@@ -513,6 +515,8 @@ def mrf_loss(
     n, h, w_ = f.shape[1:]
     d = patches.shape[1]
     k = round((d / n) ** 0.5)
+    if h < k or w_ < k:  # no patch of the style's size fits: nothing to match (0, with a graph for backward)
+        return f.flatten(1).sum(1) * 0.0
     if matches is None:
         matches = mrf_matches(f, normalised)
     t = patches.to(f.dtype)[matches]  # B, L, N k^2: the matched style patches

@@ -352,3 +352,11 @@ def test_several_styles_blend(name):
         assert loss.item() == pytest.approx((0.25 * each[0] + 0.75 * each[1] - constant).item(), rel=1e-9)
     else:
         assert loss.item() == pytest.approx((0.25 * each[0] + 0.75 * each[1]).item(), rel=1e-12)
+
+
+def test_mrf_on_layers_smaller_than_a_patch():
+    tiny, x = features(seed=1, h=2, w=2), features(seed=2)
+    target = mrf_target(tiny)
+    assert target["patches"].shape == (1, 4 * 4)  # one 2 x 2 patch
+    assert mrf_loss(x, **target).item() > 0  # the generated 5 x 6 layer is matched with 2 x 2 patches
+    assert mrf_loss(tiny, **mrf_target(x)).item() == 0  # a 2 x 2 layer holds no 3 x 3 patch
