@@ -7,6 +7,14 @@ writes ``D/grid.png``, ``D/losses.png`` and ``D/summary.csv`` and prints their p
 under D holding ``metrics.json`` and ``.hydra/config.yaml``; the swept keys are the config keys whose values
 differ between runs, in the order of the command line's overrides. The first is the rows, the second the
 columns; any further keys are folded into the row labels.
+
+A job that failed (its folder holds a file ``failed`` with the error, and no result.png) is shown as a "failed"
+tile, and its line in summary.csv carries the error's first line in a ``failed`` column.
+
+When runs have been measured (``python -m nst_lightning.metrics D``: the panel under "metrics" in metrics.json),
+summary.csv has the panel's columns (``metrics.<name>``) and the report adds the cross table of runs x metrics,
+e.g. for a sweep over ``style_loss``: ``D/cross_table.csv`` (one line per run, then a line ``best`` naming the
+best run of each column), ``D/cross_table.md`` and ``D/cross_table.png`` (the best value of each column marked).
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ class Run:
     overrides: list[str]
     metrics: dict[str, Any]
     name: str = ""  # the folder relative to the sweep's, e.g. "3"
+    failed: str | None = None  # the error of a failed job (its ``failed`` file), else None
 
 
 def format_value(value: Any) -> str:
@@ -91,8 +100,22 @@ def _natural_key(path: Path) -> list[Any]:
     return [int(p) if i % 2 else p for i, p in enumerate(parts)]
 
 
+FAILED_MARKER = "failed"
+
+
+def is_failed_job(folder: Path) -> bool:
+    """A job that failed: a ``failed`` file (the error) and no result.png."""
+    return (folder / FAILED_MARKER).is_file() and not (folder / "result.png").exists()
+
+
 def load_run(folder: Path, name: str = "") -> Run:
-    metrics = json.loads((folder / "metrics.json").read_text())
+    failed = None
+    if is_failed_job(folder):
+        failed = (folder / FAILED_MARKER).read_text(errors="replace").strip() or "failed"
+        metrics_file = folder / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    else:
+        metrics = json.loads((folder / "metrics.json").read_text())
     raw = OmegaConf.load(folder / ".hydra" / "config.yaml")
     try:
         config = OmegaConf.to_container(raw, resolve=True)
@@ -100,7 +123,7 @@ def load_run(folder: Path, name: str = "") -> Run:
         config = OmegaConf.to_container(raw, resolve=False)
     overrides_file = folder / ".hydra" / "overrides.yaml"
     overrides = OmegaConf.to_container(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
-    return Run(folder, flatten_config(config), [str(o) for o in overrides], metrics, name or folder.name)
+    return Run(folder, flatten_config(config), [str(o) for o in overrides], metrics, name or folder.name, failed)
 
 
 def find_runs(directory: str | Path) -> list[Run]:
@@ -111,16 +134,19 @@ def find_runs(directory: str | Path) -> list[Run]:
         what = "is not a directory" if root.exists() else "does not exist"
         raise NSTError(f"no runs found in {root}: it {what} (give a sweep's folder, e.g. outputs/multirun/<date_time>)")
     runs = []
-    for metrics_file in sorted(root.rglob("metrics.json"), key=_natural_key):
-        folder = metrics_file.parent
+    found = {f.parent for f in root.rglob("metrics.json")}
+    found |= {f.parent for f in root.rglob(FAILED_MARKER) if f.is_file() and is_failed_job(f.parent)}
+    for folder in sorted(found, key=_natural_key):
         if not (folder / ".hydra" / "config.yaml").is_file():
+            if is_failed_job(folder):
+                warn(f"{folder} failed before Hydra wrote its .hydra/config.yaml: it cannot be placed in the grid")
             continue
         try:
             run = load_run(folder, folder.relative_to(root).as_posix())
         except Exception as exc:  # one broken or half-written run should not hide the others
             warn(f"skipping {folder}: cannot read its metrics.json or .hydra/*.yaml ({exc})")
             continue
-        if "batch" not in run.metrics:  # a batched sweep's summary: its images are the runs, in subfolders
+        if "batch" not in run.metrics or run.failed:  # a batched sweep's summary: its images are the runs
             runs.append(run)
     # The images of a batched sweep in the order of its lists (their folder names do not sort that way).
     runs.sort(key=lambda run: (_natural_key(run.path.parent), run.metrics.get("batch_index", 0)))
@@ -429,6 +455,8 @@ def build_grid(layout: Layout, tile: int = 256, sources: bool = True) -> Image.I
             run = layout.cells.get((i, j))
             if run is None:
                 img = _placeholder(tile, "missing", g.font_size)
+            elif run.failed:
+                img = _placeholder(tile, "failed", g.font_size)
             else:
                 try:
                     img = _fit(open_image(str(run.path / "result.png"), "result"), tile)
@@ -509,6 +537,8 @@ def write_summary(layout: Layout, path: str | Path) -> Path:
     rows = []
     for run in layout.runs:
         row: dict[str, Any] = {"run": run.name, **{k: run.config.get(k) for k in keys}}
+        if run.failed:
+            row["failed"] = run.failed.splitlines()[0]
         for name, value in run.metrics.items():
             if isinstance(value, dict):
                 row.update({f"{name}.{k}": v for k, v in value.items()})
@@ -524,6 +554,131 @@ def write_summary(layout: Layout, path: str | Path) -> Path:
     return atomic_write(Path(path), lambda f: f.write(text.getvalue().encode()))
 
 
+# ------------------------------------------------------------------------------------------- cross table
+
+PANEL_KEY = "metrics"  # where python -m nst_lightning.metrics puts its panel in metrics.json
+DEFAULT_STYLE_LOSS = "gram"
+
+
+def optimised_loss(run: Run) -> str:
+    """The style loss a run optimised: its ``style_loss`` override (or ``style_loss.name``), else its config's,
+    else the default (gram, the paper's)."""
+    for item in reversed(run.overrides):
+        key, _, value = item.lstrip("+~").partition("=")
+        if key in ("style_loss", "style_loss.name") and value:
+            return value
+    for key in ("style_loss", "style_loss.name"):
+        value = run.config.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return DEFAULT_STYLE_LOSS
+
+
+def metric_columns(runs: Iterable[Run]) -> list[str]:
+    """The panel's names present in any run, in the panel's order (then any others, in the order first seen)."""
+    from nst_lightning.metrics import PANEL
+
+    seen = dict.fromkeys(k for run in runs for k in (run.metrics.get(PANEL_KEY) or {}))
+    return [k for k in PANEL if k in seen] + [k for k in seen if k not in PANEL]
+
+
+def best_runs(layout: Layout, columns: list[str]) -> dict[str, list[int]]:
+    """For each metric, the indices (in layout.runs) of the runs with its best finite value (the lowest; the
+    highest for a higher-is-better metric such as SSIM); ties all count."""
+    from nst_lightning.metrics import HIGHER_IS_BETTER
+
+    best: dict[str, list[int]] = {}
+    for column in columns:
+        values = [_number((run.metrics.get(PANEL_KEY) or {}).get(column)) for run in layout.runs]
+        finite = [v for v, run in zip(values, layout.runs, strict=True) if math.isfinite(v) and not run.failed]
+        if finite:
+            target = max(finite) if column in HIGHER_IS_BETTER else min(finite)
+            best[column] = [i for i, v in enumerate(values) if v == target and not layout.runs[i].failed]
+    return best
+
+
+def _run_label(layout: Layout, run: Run) -> str:
+    keys = layout.row_keys[: layout.x_keys] + layout.col_keys + layout.row_keys[layout.x_keys :]
+    return _label(keys, tuple(run.config.get(k) for k in keys)) or run.name
+
+
+def _cell(run: Run, column: str) -> str:
+    if run.failed:
+        return "failed"
+    value = _number((run.metrics.get(PANEL_KEY) or {}).get(column))
+    return f"{value:.4g}" if math.isfinite(value) else ""
+
+
+def write_cross_table(layout: Layout, path: str | Path) -> list[Path]:
+    """Runs x metrics: ``path`` (CSV: run, label, style_loss, one column per metric, then a line "best" naming the
+    best run of each column), the same table as markdown (``.md``, best values in bold) and as a picture (``.png``,
+    best cells green, failed runs grey). Values as measured, 4 significant digits in the markdown and picture."""
+    path = Path(path)
+    columns = metric_columns(layout.runs)
+    best = best_runs(layout, columns)
+    labels = [_run_label(layout, run) for run in layout.runs]
+    losses = [optimised_loss(run) for run in layout.runs]
+
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["run", "label", "style_loss", *columns])
+    for run, label, loss in zip(layout.runs, labels, losses, strict=True):
+        panel = run.metrics.get(PANEL_KEY) or {}
+        values = ["failed" if run.failed else ("" if panel.get(c) is None else panel.get(c)) for c in columns]
+        writer.writerow([run.name, label, loss, *values])
+    writer.writerow(["best", "", "", *(" ".join(layout.runs[i].name for i in best.get(c, [])) for c in columns)])
+    csv_path = atomic_write(path, lambda f: f.write(text.getvalue().encode()))
+
+    from nst_lightning.metrics import HIGHER_IS_BETTER, SHORT_NAMES
+
+    heads = [f"{SHORT_NAMES.get(c, c)} {'(max)' if c in HIGHER_IS_BETTER else '(min)'}" for c in columns]
+    cells = [[_cell(run, c) for c in columns] for run in layout.runs]
+    lines = ["| run | style_loss | " + " | ".join(heads) + " |", "|---|---|" + "---:|" * len(columns)]
+    for i, (label, loss, row) in enumerate(zip(labels, losses, cells, strict=True)):
+        shown = [f"**{v}**" if i in best.get(c, []) else v for c, v in zip(columns, row, strict=True)]
+        lines.append(f"| {label} | {loss} | " + " | ".join(shown) + " |")
+    markdown = "\n".join(lines) + "\n\nBest per column in bold (min: lower is better, max: higher).\n"
+    md_path = atomic_write(path.with_suffix(".md"), lambda f: f.write(markdown.encode()))
+    return [csv_path, md_path, _render_table(path.with_suffix(".png"), labels, losses, heads, cells, columns, best)]
+
+
+def _render_table(
+    path: Path,
+    labels: list[str],
+    losses: list[str],
+    heads: list[str],
+    cells: list[list[str]],
+    columns: list[str],
+    best: dict[str, list[int]],
+) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = [[label, loss, *row] for label, loss, row in zip(labels, losses, cells, strict=True)]
+    header = ["run", "style_loss", *(h.replace(" ", "\n", 1) for h in heads)]  # name over (min)/(max)
+    longest = [max(len(line) for line in h.splitlines()) for h in header]
+    widths = [max(longest[j], *(len(r[j]) for r in rows)) + 2 for j in range(len(header))]
+    fig = Figure(figsize=(max(4.0, 0.11 * sum(widths) + 0.3 * len(header)), 0.6 + 0.3 * (len(rows) + 2)), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.axis("off")
+    table = ax.table(cellText=rows, colLabels=header, loc="center", cellLoc="center")
+    table.auto_set_font_size(False)
+    table.set_fontsize(9)
+    total = sum(widths)
+    for (i, j), cell in table.get_celld().items():
+        cell.set_width(widths[j] / total)
+        cell.set_height(1 / (len(rows) + 2.5) * (1.6 if i == 0 else 1))
+        if i == 0:
+            cell.set_facecolor("#dddddd")
+        elif j >= 2 and rows[i - 1][j] == "failed":
+            cell.set_facecolor("#bbbbbb")
+        elif j >= 2 and (i - 1) in best.get(columns[j - 2], []):
+            cell.set_facecolor("#b7e4b0")
+            cell.get_text().set_fontweight("bold")
+    return atomic_write(path, lambda f: fig.savefig(f, format="png"))
+
+
 # ----------------------------------------------------------------------------------------------- CLI
 
 
@@ -536,19 +691,24 @@ def build_report(
     losses: str | Path | None = None,
     summary: str | Path | None = None,
     sources: bool = True,
+    cross_table: str | Path | None = None,
 ) -> list[Path]:
-    """grid.png, losses.png and summary.csv for the sweep in ``directory``; returns their paths."""
+    """grid.png, losses.png and summary.csv for the sweep in ``directory`` (and cross_table.csv/.md/.png when its
+    runs have been measured); returns their paths."""
     if tile < MIN_TILE:
         raise NSTError(f"--tile {tile} is too small: use at least {MIN_TILE} px")
     directory = Path(directory)
     layout = plan_layout(find_runs(directory), rows, cols)
     grid = build_grid(layout, tile, sources)
     grid_path = atomic_write(Path(out or directory / "grid.png"), lambda f: grid.save(f, format="PNG"))
-    return [
+    paths = [
         grid_path,
         plot_losses(layout, losses or directory / "losses.png"),
         write_summary(layout, summary or directory / "summary.csv"),
     ]
+    if any(run.metrics.get(PANEL_KEY) for run in layout.runs):
+        paths += write_cross_table(layout, cross_table or directory / "cross_table.csv")
+    return paths
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -564,10 +724,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--losses", metavar="PATH", help="the loss plot (default: DIRECTORY/losses.png)")
     parser.add_argument("--summary", metavar="PATH", help="the table (default: DIRECTORY/summary.csv)")
     parser.add_argument("--no-sources", action="store_true", help="leave the content and style images out of the grid")
+    parser.add_argument(
+        "--cross-table",
+        metavar="PATH",
+        help="runs x metrics table, written when the runs have been measured (python -m nst_lightning.metrics); "
+        "the .md and .png beside it (default: DIRECTORY/cross_table.csv)",
+    )
     args = parser.parse_args(argv)
     try:
         paths = build_report(
-            args.directory, args.out, args.rows, args.cols, args.tile, args.losses, args.summary, not args.no_sources
+            args.directory,
+            args.out,
+            args.rows,
+            args.cols,
+            args.tile,
+            args.losses,
+            args.summary,
+            not args.no_sources,
+            args.cross_table,
         )
     except NSTError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -385,3 +385,107 @@ def test_long_row_labels_wrap_after_commas_and_keep_the_column_narrow():
     assert g.label_w < font.getlength(label) / 2  # one line would take more than twice the width
     assert report.wrap_label("[conv1_1,conv2_1,conv3_1]", 12) == ["[conv1_1,", "conv2_1,", "conv3_1]"]  # characters
     assert report.wrap_label("ratio=0.001", 3) == ["ratio=0.001"]  # nothing to break at: one line
+
+
+# ------------------------------------------------------------------------------ metrics panel, cross table, failed jobs
+
+PANEL_VALUES = {
+    "gram": {"content_feature_error": 0.5, "content_ssim": 0.40, "style_gram": 10.0, "style_mmd": 0.30, "grain": 0.02},
+    "mmd": {"content_feature_error": 0.6, "content_ssim": 0.45, "style_gram": 30.0, "style_mmd": 0.10, "grain": 0.05},
+    "sliced_wasserstein": {
+        "content_feature_error": 0.4,
+        "content_ssim": 0.35,
+        "style_gram": 20.0,
+        "style_mmd": 0.20,
+        "grain": None,  # NaN as written by the metrics CLI
+    },
+}
+
+
+def style_loss_sweep(root: Path, losses=("gram", "mmd", "sliced_wasserstein"), failed=("mrf",)) -> Path:
+    """A sweep over style_loss as the objective will write it, measured by python -m nst_lightning.metrics."""
+    job = 0
+    for loss in losses:
+        folder = fake_run(root / str(job), ratio=1e-3, layer="conv4_2", style_loss=loss)
+        OmegaConf.save(OmegaConf.create([f"style_loss={loss}"]), folder / ".hydra" / "overrides.yaml")
+        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics["metrics"] = PANEL_VALUES[loss]
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+        job += 1
+    for loss in failed:  # a job that failed: its config, its overrides and a 'failed' file, no result.png
+        folder = fake_run(root / str(job), ratio=1e-3, layer="conv4_2", style_loss=loss)
+        OmegaConf.save(OmegaConf.create([f"style_loss={loss}"]), folder / ".hydra" / "overrides.yaml")
+        (folder / "result.png").unlink()
+        (folder / "metrics.json").unlink()
+        (folder / "failed").write_text("\nRuntimeError: CUDA out of memory\nTraceback ...\n")
+        job += 1
+    return root
+
+
+def test_summary_has_the_metrics_panel_columns(tmp_path):
+    style_loss_sweep(tmp_path, failed=())
+    build_report(tmp_path, tile=32)
+    with open(tmp_path / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["style_loss"] for row in rows] == ["gram", "mmd", "sliced_wasserstein"]
+    assert [float(row["metrics.style_mmd"]) for row in rows] == [0.30, 0.10, 0.20]
+    assert rows[2]["metrics.grain"] == ""  # NaN: no value
+    assert "failed" not in rows[0]  # no failed job: no such column
+
+
+def test_cross_table_over_style_losses_marks_the_best_of_each_column(tmp_path, capsys):
+    style_loss_sweep(tmp_path)
+    assert main([str(tmp_path), "--tile", "32"]) == 0
+    printed = capsys.readouterr().out.split()
+    names = ("grid.png", "losses.png", "summary.csv", "cross_table.csv", "cross_table.md", "cross_table.png")
+    assert printed == [str(tmp_path / name) for name in names]
+    with open(tmp_path / "cross_table.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["style_loss"] for row in rows] == ["gram", "mmd", "sliced_wasserstein", "mrf", ""]
+    assert [row["run"] for row in rows] == ["0", "1", "2", "3", "best"]
+    assert rows[0]["label"] == "style_loss=gram"
+    assert list(rows[0])[3:] == ["content_feature_error", "content_ssim", "style_gram", "style_mmd", "grain"]
+    assert rows[3]["style_gram"] == "failed"
+    best = rows[-1]
+    # lowest is best, except SSIM; the failed run and missing values never win
+    assert (best["content_feature_error"], best["content_ssim"], best["style_gram"]) == ("2", "1", "0")
+    assert (best["style_mmd"], best["grain"]) == ("1", "0")
+    markdown = (tmp_path / "cross_table.md").read_text().splitlines()
+    assert markdown[0].startswith("| run | style_loss | content_err (min) | ssim (max) | gram (min)")
+    assert markdown[2] == "| style_loss=gram | gram | 0.5 | 0.4 | **10** | 0.3 | **0.02** |"
+    assert markdown[3] == "| style_loss=mmd | mmd | 0.6 | **0.45** | 30 | **0.1** | 0.05 |"
+    assert markdown[5] == "| style_loss=mrf | mrf | failed | failed | failed | failed | failed |"
+    picture = np.asarray(Image.open(tmp_path / "cross_table.png").convert("RGB"), dtype=np.int16)
+    green = (np.abs(picture - np.array([0xB7, 0xE4, 0xB0])).sum(-1) < 6).sum()
+    grey = (np.abs(picture - np.array([0xBB, 0xBB, 0xBB])).sum(-1) < 6).sum()
+    assert green > 500 and grey > 500  # best cells marked, the failed row shaded
+
+
+def test_a_failed_job_is_a_failed_tile_and_a_line_of_the_summary(tmp_path, capsys):
+    root = fake_sweep(tmp_path, ratios=(1e-3, 1e-1), layers=("conv4_2", "conv2_2"))
+    (root / "3" / "result.png").unlink()
+    (root / "3" / "metrics.json").unlink()
+    (root / "3" / "failed").write_text("NSTError: the style image is too small\n")
+    runs = find_runs(root)
+    assert [run.name for run in runs] == ["0", "1", "2", "3"] and runs[3].failed.startswith("NSTError")
+    layout = plan_layout(runs)
+    assert len(layout.cells) == 4
+    cell = next(c for c, run in layout.cells.items() if run.failed)
+    grid = np.asarray(build_grid(layout, 64), dtype=np.int16)
+    g = grid_geometry(2, 2, 64, [layout.row_label(i) for i in range(2)])
+    failed = region(grid, g.cell_box(*cell))
+    assert (failed == GREY).all(axis=-1).mean() > 0.8 and (failed.max(axis=-1) < 80).any()  # grey, with a word
+    for other in set(layout.cells) - {cell}:
+        assert region(grid, g.cell_box(*other)).std() > 30
+    *_, summary = build_report(root, tile=32)
+    with open(summary, newline="") as f:
+        rows = {row["run"]: row for row in csv.DictReader(f)}
+    assert rows["3"]["failed"] == "NSTError: the style image is too small" and rows["3"]["loss_total"] == ""
+    assert rows["0"]["failed"] == ""
+    assert not (root / "cross_table.csv").exists()  # nothing measured: no cross table
+    assert "skipping" not in capsys.readouterr().err  # the failed job is a run, not a broken folder
+    # a failed job without .hydra/config.yaml cannot be placed: said, not hidden
+    (root / "4").mkdir()
+    (root / "4" / "failed").write_text("killed")
+    assert len(find_runs(root)) == 4
+    assert "failed before Hydra wrote its .hydra/config.yaml" in capsys.readouterr().err
