@@ -11,6 +11,8 @@ at 1024 px. All of this runs in float32, also under bf16 autocast.
 
 Alternative style losses (issue 16), each split into a target computed once from the style image and a loss
 on the generated features, are collected in ``STYLE_LOSSES`` at the end of this module: see ``StyleStatistic``.
+Random choices (subsamples, projections) come from generators seeded by (seed, step) on the features' device,
+so the losses need no host synchronisation (except gaussian_w2's SVD on CUDA).
 """
 
 from __future__ import annotations
@@ -375,7 +377,8 @@ def gaussian_w2_loss(
       sqrt of an eigenvalue has an infinite derivative at 0 and needs clamping), and only singular values are
       used: no 1/(sigma_i^2 - sigma_j^2) terms of singular-vector gradients, finite for repeated values;
     - it is exact, unlike a truncated Newton-Schulz iteration. Cost: an SVD of an (M, N) matrix, O(M N^2), the
-      order of computing S_x itself (0.3 s at conv1_1 of a 256 px image on one CPU core).
+      order of computing S_x itself (0.3 s at conv1_1 of a 256 px image on one CPU core). On CUDA, torch's
+      SVD (like eigh) synchronises the device with the host (it checks convergence): the one loss here that does.
     """
     x = _positions_by_channels(_at_least_fp32(features))  # B, M, N
     w = _weights(mask)

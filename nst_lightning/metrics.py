@@ -158,6 +158,9 @@ def measure(
     if not styles:
         raise NSTError("measure needs at least one style image")
     network = network if network is not None else metric_network(result.device)
+    missing = [layer for layer in METRIC_LAYERS if layer not in network.layers]
+    if missing:
+        raise NSTError(f"the measuring network lacks the layers {', '.join(missing)}: build it with METRIC_LAYERS")
     device = next(network.parameters()).device
     result = result.float().clamp(0, 1).to(device)
     content = content.float().to(device)
