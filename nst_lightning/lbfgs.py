@@ -45,9 +45,9 @@ from torch import Tensor
 # The first step moves the most-changed pixel by 2 grey levels (of 255): large enough that the first curvature pair
 # measures the loss's curvature rather than float32 rounding, small enough not to overshoot from a noise start.
 FIRST_STEP = 2.0 / 255.0
-# A whole intensity range in one step: never reached once the curvature information is sound (after the first
-# few steps steps are a few grey levels), but it bounds the steps taken from a start where the curvature is
-# still badly estimated, where without it the iterates can run off to infinity.
+# The whole intensity range in one step: several times the largest steps of normal runs, so it does not bind there,
+# but it bounds the steps taken while the curvature is still badly estimated, which can otherwise run the iterates
+# off to where the loss overflows.
 MAX_STEP = 1.0
 # cos(s, y) below this is rounding noise, not curvature: for a quadratic with Hessian A, cos(s, A s) >=
 # 2 sqrt(k) / (1 + k) with k = cond(A), so this only rejects pairs claiming a condition number beyond ~4e12, far
