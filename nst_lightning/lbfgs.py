@@ -12,14 +12,16 @@ matrices and their use in limited memory methods", section 2):
     H g = gamma g + [S  gamma Y] [[R^-T (D + gamma Y'Y) R^-1,  -R^-T],  [S'g      ]
                                   [-R^-1,                        0  ]]  [gamma Y'g]
 
-with S, Y (m x N) the pairs in chronological order, R the upper triangle of S'Y and D its diagonal. Compared with
+with S, Y (N x m) the pairs as columns in chronological order, R the upper triangle of S'Y and D its diagonal
+(H_0 = gamma I folded in). The buffer stores the pairs as rows, in ring-buffer slots. Compared with
 the two-loop recursion (2m dependent dot products and axpys), this is two batched matmuls over the history plus
 small m x m triangular solves, and S'Y and Y'Y are kept up to date one row and column per step.
 
 Why not torch.optim.LBFGS: it accepts a pair only if s'y > 1e-10 (absolute) and sizes its first step (and its
-fallback) as lr * min(1, 1/|g|_1) * g, so the behaviour depends on the loss scale: with style losses ~1e10 it
-produces NaN, and with the loss divided by L_0 it takes uselessly small steps. Here every safeguard is invariant
-to the loss scale (L and c L give the same iterates) and expressed in pixel units:
+fallback) as lr * min(1, 1/|g|_1) * g, so its behaviour depends on the loss scale and the pixel units
+(tests/test_lbfgs.py shows it crawling on a style loss divided by L_0 and overflowing on a raw loss scaled by
+1e12). Here every safeguard is invariant to the loss scale (L and c L give the same iterates) and expressed in pixel
+units:
 
 - a pair is accepted only if s'y > curvature_eps |s| |y| (a cosine, scale-free);
 - a step without curvature information (an image's first, or while it has no accepted pair) is steepest descent
@@ -85,7 +87,7 @@ def chronological(n_pairs: Tensor, m: int) -> tuple[Tensor, Tensor, Tensor]:
 def compact_coefficients(
     sy: Tensor, yy: Tensor, s_g: Tensor, y_g: Tensor, gamma: Tensor, n_pairs: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """Byrd-Nocedal-Schnabel: coefficients (p, q), shape (K, m) in slot order, with H g = gamma g + S'p + Y'q.
+    """Byrd-Nocedal-Schnabel: coefficients (p, q), shape (K, m) in slot order, with H g = gamma g + S p + Y q.
 
     sy[k, i, j] = s_i'y_j and yy[k, i, j] = y_i'y_j by slot; s_g = S g and y_g = Y g by slot; gamma (K,).
     Writing u = R^-1 S'g, the compact form above reads
@@ -154,13 +156,14 @@ class LBFGS(torch.optim.Optimizer):
         state["n_pairs"] = torch.zeros(k, dtype=torch.long, device=p.device)  # accepted pairs, ever
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        # torch.optim casts every tensor of a floating-point parameter's state to the parameter's dtype;
-        # the flag and the counter go back to their own types (the counts are exact in float32 up to 2^24).
+        # torch.optim casts every tensor of a floating-point parameter's state to the parameter's dtype; the counter
+        # and the flag are taken back from the saved values as they were (long, bool).
+        saved = state_dict["state"].get(state_dict["param_groups"][0]["params"][0], {})
         super().load_state_dict(state_dict)
-        for state in self.state.values():
-            if "n_pairs" in state:
-                state["n_pairs"] = state["n_pairs"].long()
-                state["has_prev"] = state["has_prev"].bool()
+        p = self.param_groups[0]["params"][0]
+        for key in ("n_pairs", "has_prev"):
+            if key in saved:
+                self.state[p][key] = saved[key].to(device=p.device, copy=True)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor], active: Tensor | None = None) -> Tensor:  # type: ignore[override]
