@@ -104,7 +104,7 @@ def _app(cfg: DictConfig) -> float:
             folders.claim(run_dir, "hydra.run.dir")  # a sweep's jobs are inside its claimed folder
         check_seeds(cfg)
         tensorboard_dir, run_name = sweep_tensorboard(hc)
-        metrics = run(cfg, run_dir, tensorboard_dir=tensorboard_dir, run_name=run_name)
+        metrics = run(cfg, run_dir, tensorboard_dir, run_name, overrides=list(hc.overrides.task))
         if metrics.get("interrupted"):
             log.warning("stopped early: result.png holds the image so far; continue with resume=%s", run_dir)
             sys.exit(143 if metrics.get("stopped_by") == "SIGTERM" else 130)

@@ -293,7 +293,7 @@ def check_memory(cfg: Any) -> int | None:
             layers=layers,
             style_layers=list(cfg.style_layers),
             images=images,
-            history_size=history or int(cfg.optimizer.history_size),
+            history_size=history or int(cfg.optimizer.get("history_size", 0)),
             steps=int(cfg.steps),
             optimizer=str(cfg.optimizer.name),
             precision=str(cfg.trainer.get("precision", "32-true")),
@@ -325,7 +325,7 @@ def check_memory(cfg: Any) -> int | None:
     side = largest(lambda s: estimate(s) <= available, 16, long_side)
     if estimate(side) <= available:
         advice.append(f"lower size (about {side} px fits)")
-    history = int(cfg.optimizer.history_size)
+    history = int(cfg.optimizer.get("history_size", 0))
     if str(cfg.optimizer.name) == "lbfgs" and history > 10 and estimate(long_side, None, 10) <= available:
         fit = largest(lambda h: estimate(long_side, None, h) <= available, 10, history)
         advice.append(f"optimizer.history_size={fit}")

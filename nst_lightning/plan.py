@@ -497,8 +497,9 @@ def resume_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, Pa
             f"(only steps, snapshot_every, engine.log_every, engine.checkpoint_every and trainer.* can)"
         )
     merged = cfg.copy()
-    for key in resumed:  # whole nodes: the run's optimizer node may be another optimiser's than cfg's
-        merged[key] = resumed[key]
+    merged.optimizer = resumed.optimizer  # whole: the run's optimiser may be another one than cfg's
+    kept = [key for key in resumed if key != "optimizer" and key in merged]  # keys this version still knows
+    merged = OmegaConf.merge(merged, OmegaConf.masked_copy(resumed, kept))
     for key, _ in changes:
         OmegaConf.update(merged, key.lstrip("+~"), OmegaConf.select(cfg, key.lstrip("+~")), force_add=True)
     merged.resume = None

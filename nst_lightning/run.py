@@ -119,12 +119,13 @@ def _fit(
     return report.metrics
 
 
-def _record(cfg: DictConfig, run_dir: Path, resumed_from: Path) -> None:
-    """A resumed run's folder records the settings it ran with, so it can be resumed and reported in turn."""
-    hydra_dir = run_dir / ".hydra"
-    hydra_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, hydra_dir / "config.yaml")
-    (hydra_dir / "resumed_from").write_text(f"{resumed_from}\n")
+def _record(cfg: DictConfig, run_dir: Path, resumed_from: Path | None) -> None:
+    """The run folder records the settings the run used (Hydra's record is the command line's: for a resumed run,
+    the defaults plus resume=), so that it can be resumed and reported in turn."""
+    record = run_dir / ".hydra" / "config.yaml"
+    if resumed_from is not None or not record.is_file():
+        record.parent.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, record)
 
 
 def run(
@@ -158,8 +159,7 @@ def run(
     if checkpoint is not None and len(plan.stages) > 1:
         raise NSTError("resume of a coarse-to-fine run (scales=...) is not supported: rerun it, or resume one stage")
     run_dir.mkdir(parents=True, exist_ok=True)
-    if resumed_from is not None:
-        _record(cfg, run_dir, resumed_from)
+    _record(cfg, run_dir, resumed_from)
     configure_device(plan)
     L.seed_everything(plan.seed, verbose=False)
     start, started, metrics = None, time.perf_counter(), []

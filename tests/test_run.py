@@ -48,7 +48,9 @@ def test_default_run_leaves_image_events_and_metrics(make_cfg, tmp_path):
     assert METRIC_KEYS <= set(saved)
     assert saved["steps"] == 6 and saved["size"] == [27, 32] and saved["device"] == "cpu"
     assert set(saved["loss_style_layers"]) == set(cfg.style_layers)
-    assert saved["loss_total"] == pytest.approx(1e-3 * saved["loss_content"] + saved["loss_style"], rel=1e-5)
+    alpha = 1e-3 * saved["content_scale"]  # the paper's alpha, scaled so the ratio means what it does at 256 px
+    assert saved["content_scale"] == (256 / 32) ** 2
+    assert saved["loss_total"] == pytest.approx(alpha * saved["loss_content"] + saved["loss_style"], rel=1e-5)
     assert saved["loss_style"] == pytest.approx(sum(0.2 * v for v in saved["loss_style_layers"].values()), rel=1e-5)
     assert metrics["loss_total"] == saved["loss_total"]
 
@@ -104,7 +106,10 @@ def test_overrides_run(make_cfg, tmp_path, overrides):
     assert np.isfinite(metrics["loss_total"])
     if "tv_weight=10" in overrides:
         assert metrics["loss_total"] == pytest.approx(
-            1e-3 * 2 * metrics["loss_content"] + 2 * metrics["loss_style"] + 10 * metrics["loss_tv"], rel=1e-4
+            1e-3 * 2 * metrics["content_scale"] * metrics["loss_content"]
+            + 2 * metrics["loss_style"]
+            + 10 * metrics["loss_tv"],
+            rel=1e-4,
         )
 
 
@@ -124,9 +129,9 @@ def test_content_only_reconstructs_the_photo(make_cfg, tmp_path):
     assert np.abs(photo - content).mean() < 0.25 * noise_error
 
 
-def test_checkpoint_state_is_the_image_only(make_cfg):
+def test_checkpoint_state_is_the_image_and_its_record_only(make_cfg):
     module = build_module(make_cfg())
-    assert list(module.state_dict()) == ["image"]
+    assert list(module.state_dict()) == ["image", "active", "diverged_at", "step_count"]  # never the network
     assert [p.shape for p in module.parameters()] == [module.image.shape]
 
 
@@ -225,7 +230,7 @@ def test_terms_weighted_zero_are_not_computed(make_cfg, tmp_path):
     assert build_module(content_only).objective.network.names[-1] == "conv1_1"  # conv2_1 ... conv5_1 never run
     metrics = run(content_only, tmp_path / "content")
     assert metrics["loss_style"] is None and metrics["loss_style_layers"] == {}
-    assert metrics["loss_total"] == pytest.approx(metrics["loss_content"])
+    assert metrics["loss_total"] == pytest.approx(metrics["content_scale"] * metrics["loss_content"])
 
     style_only = make_cfg("ratio=0", "style_layers=[conv1_1,conv2_1]")
     assert build_module(style_only).objective.network.names[-1] == "conv2_1"  # not conv4_2
