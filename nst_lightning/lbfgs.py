@@ -231,11 +231,13 @@ class LBFGS(torch.optim.Optimizer):
         # 5. Without usable history: steepest descent, the largest pixel change being first_step * growth (0 if
         # g = 0). The growth doubles whenever such a step lowered the loss yet gave no usable curvature: the loss is
         # concave or flat along the path (a white-noise start, its Gram far below the style's), where a fixed small
-        # step would crawl. This is a line search's expansion phase, spread over steps (one evaluation each).
+        # step would crawl. This is a line search's expansion phase, spread over steps (one evaluation each). Once a
+        # pair is accepted it is reset: a later fallback (a direction broken by rounding) starts small again.
+        growth = state["sd_growth"]
         grow = ok & state["has_prev"] & ~accept & (n_pairs == 0) & (f < state["f_prev"])
         most = max(1.0, group["max_step"] / group["first_step"])  # beyond it the cap binds anyway; no overflow
-        state["sd_growth"].copy_(torch.where(grow, (2 * state["sd_growth"]).clamp(max=most), state["sd_growth"]))
-        sd_scale = torch.where(g_max > 0, group["first_step"] * state["sd_growth"] / g_max, 0.0)
+        growth.copy_(torch.where(accept, 1.0, torch.where(grow, (2 * growth).clamp(max=most), growth)))
+        sd_scale = torch.where(g_max > 0, group["first_step"] * growth / g_max, 0.0)
         d = torch.where(quasi_newton[:, None], -hg, -sd_scale[:, None] * g)
         d_max = torch.where(quasi_newton, d_max, sd_scale * g_max)
 

@@ -230,6 +230,9 @@ def test_white_noise_to_saturated_stripes_falls_100x_in_100_steps():
     assert l0 == pytest.approx(1e10, rel=1e-5)
     assert torch.isfinite(losses).all()
     assert f(xs[-1]).item() / l0 < 1e-2
+    # The first 7 steps: steepest descent, the largest pixel change 2/255, 4/255, ..., 128/255.
+    changes = torch.cat([xs[:1] - x0, xs[1:7] - xs[:6]]).abs().flatten(1).amax(1)
+    torch.testing.assert_close(changes, FIRST_STEP * 2.0 ** torch.arange(7.0), rtol=1e-4, atol=0)
     theirs, _, torch_state = run_torch(f, x0, 100, normalise=True)
     assert f(theirs[-1]).item() / l0 > 0.5
     assert len(torch_state["old_dirs"]) == 0
