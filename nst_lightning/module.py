@@ -190,12 +190,14 @@ class StyleTransfer(L.LightningModule):
         graph.replay()  # capture records the step without running it
 
     def _step(self) -> None:
-        if self.engine.cuda_graph and self.image.device.type == "cuda":
+        graphable = self.engine.cuda_graph and not self.objective.draws_per_step  # a graph would replay one draw
+        if graphable and self.image.device.type == "cuda":
             self._graph_step()
         else:
             self._eager_step()
 
     def training_step(self, batch: Tensor, batch_idx: int) -> None:
+        self.objective.begin_step(self.trainer.global_step, self.num_images)
         self.optimizers().step(closure=self._step)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:

@@ -14,71 +14,67 @@ Other statistics compare with each style and blend the losses.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nst_lightning import losses
-from nst_lightning.config import StyleLossName
-from nst_lightning.losses import color_loss, content_loss, gram_over_m, style_layer_loss, temporal_loss, total_variation
-from nst_lightning.plan import LossWeights
+from nst_lightning.losses import (
+    STYLE_LOSSES,
+    StyleStatistic,
+    blended_targets,
+    color_loss,
+    content_loss,
+    temporal_loss,
+    total_variation,
+)
+from nst_lightning.plan import LossWeights, StyleLossSpec
 from nst_lightning.prepare import Prepared
 
 AUTOCAST = {"bf16-mixed": torch.bfloat16, "bf16": torch.bfloat16, "16-mixed": torch.float16, "16": torch.float16}
 
 
-@dataclass(frozen=True)
-class Statistic:
-    """A style statistic: ``target`` once from a style image's features (1, N, h, w) -> named tensors;
-    ``loss(features, mask, **targets)`` -> (B,). ``blend_targets``: several styles blend their targets (linear
-    statistics such as the Gram matrix), else their losses."""
-
-    target: Callable[[Tensor], dict[str, Tensor]]
-    loss: Callable[..., Tensor]
-    blend_targets: bool = False
-
-
-GRAM = Statistic(
-    target=lambda f: {"gram": gram_over_m(f)[0]},
-    loss=lambda features, mask, gram: style_layer_loss(features, gram, mask),
-    blend_targets=True,
-)
-
-
-def statistic(name: str) -> Statistic:
-    """The paper's Gram statistic, or another one of ``losses.STYLE_LOSSES`` (style_loss=...)."""
-    if name == "gram":
-        return GRAM
-    other = losses.STYLE_LOSSES[name]
-    return Statistic(other.target, other.loss)
-
-
 class StyleTerm(nn.Module):
-    """One style layer: the style statistic of each style image, held as buffers, and the loss against them."""
+    """One style layer: the style statistic of the style image(s), held as buffers, and the loss against them.
 
-    def __init__(self, name: str, styles: list[Tensor], blend: list[float], mask: Tensor | None) -> None:
+    The Gram statistic blends several styles' targets into one (A = sum_i b_i A_i); the others compare with each
+    style and blend the losses. Statistics that draw per step (sliced_wasserstein's projections, mmd's positions)
+    get their draws from ``begin_step``, fixed within the step so the objective L-BFGS sees is one function.
+    """
+
+    def __init__(
+        self,
+        stat: StyleStatistic,
+        options: dict[str, Any],
+        styles: list[Tensor],
+        blend: list[float],
+        mask: Tensor | None,
+    ) -> None:
         super().__init__()
-        self.stat = statistic(name)
-        self.blended = self.stat.blend_targets  # gram: one blended target; others: one per style, losses blended
-        targets = [self.stat.target(f) for f in styles]
-        if self.blended:
-            targets = [{key: sum(b * t[key] for b, t in zip(blend, targets, strict=True)) for key in targets[0]}]
-            blend = [1.0]
-        self.blend = blend
-        self.keys = [list(t) for t in targets]
-        for i, t in enumerate(targets):
-            for key, value in t.items():
+        self.stat, self.options = stat, options
+        weighted = blended_targets(stat, [stat.make_target(f, options) for f in styles], blend)
+        self.blend = [b for b, _ in weighted]
+        self.keys = [list(t) for _, t in weighted]
+        for i, (_, targets) in enumerate(weighted):
+            for key, value in targets.items():
                 self.register_buffer(f"t{i}_{key}", value)
         self.register_buffer("mask", mask)
+        self.step_inputs: dict[str, Tensor] | None = None
+
+    def begin_step(self, shape: tuple[int, ...], seed: int, step: int, device: torch.device) -> None:
+        if self.stat.step_inputs is not None:
+            self.step_inputs = self.stat.make_step_inputs(shape, seed, step, device, self.options)
 
     def forward(self, features: Tensor) -> Tensor:
         losses = [
-            b * self.stat.loss(features, self.mask, **{key: getattr(self, f"t{i}_{key}") for key in keys})
-            for i, (b, keys) in enumerate(zip(self.blend, self.keys, strict=True))
+            b * self.stat.layer_loss(features, self.mask, self.targets(i), self.step_inputs, self.options)
+            for i, b in enumerate(self.blend)
         ]
         return torch.stack(losses).sum(0)
+
+    def targets(self, i: int = 0) -> dict[str, Tensor]:
+        return {key: getattr(self, f"t{i}_{key}") for key in self.keys[i]}
 
 
 def _weights(values: Sequence[float]) -> Tensor:
@@ -95,11 +91,13 @@ class Objective(nn.Module):
         prepared: Prepared,
         weights: Sequence[LossWeights],
         content_scale: float = 1.0,
-        style_loss: StyleLossName | str = StyleLossName.gram,
+        style_loss: StyleLossSpec | None = None,
         precision: str = "32-true",
     ) -> None:
         super().__init__()
         self.network = network
+        self.style_loss = style_loss or StyleLossSpec()
+        stat = STYLE_LOSSES[str(self.style_loss.name)]
         self.autocast_dtype = AUTOCAST.get(precision)
         p = prepared
         self.content_layers = list(dict.fromkeys(w.content_layer for w in weights if w.alpha > 0))
@@ -111,7 +109,9 @@ class Objective(nn.Module):
             "content_select",
             torch.tensor([[float(w.content_layer == c) for c in self.content_layers] for w in weights]),
         )
-        self.register_buffer("beta", _weights([w.beta for w in weights]))
+        # beta times the statistic's calibration (1 for the paper's Gram): another statistic keeps the balance.
+        calibration = stat.calibration_for(self.style_loss.options)
+        self.register_buffer("beta", _weights([w.beta * calibration for w in weights]))
         self.register_buffer(
             "style_w", torch.tensor([[w.style_weights.get(n, 0.0) for n in self.style_layers] for w in weights])
         )
@@ -129,11 +129,12 @@ class Objective(nn.Module):
             self.register_buffer(f"{key}_weight", _weights([getattr(w, key) for w in weights]))
         self.register_buffer("content", p.content)
         self.register_buffer("mask", p.mask)
-        self._build_targets(p, str(getattr(style_loss, "value", style_loss)))
+        self._build_targets(p, stat)
         self.terms = self.term_names()
+        self.begin_step(0, len(weights))
 
     @torch.no_grad()
-    def _build_targets(self, p: Prepared, style_loss: str) -> None:
+    def _build_targets(self, p: Prepared, stat: StyleStatistic) -> None:
         if self.content_layers:
             features = self.network(p.content)
             for name in self.content_layers:
@@ -141,11 +142,26 @@ class Objective(nn.Module):
         self.style_terms = nn.ModuleDict()
         if self.style_layers:
             per_style = [self.network(style) for style in p.styles]
-            shapes = self.network(p.content) if self.mask is not None else None
+            generated = self.network(p.content)  # the generated image has the content's shape
+            self.layer_shapes = {name: tuple(generated[name].shape) for name in self.style_layers}
             for name in self.style_layers:
-                mask = None if shapes is None else F.adaptive_avg_pool2d(self.mask, shapes[name].shape[-2:])
+                mask = None if self.mask is None else F.adaptive_avg_pool2d(self.mask, generated[name].shape[-2:])
                 styles = [features[name].float() for features in per_style]
-                self.style_terms[name] = StyleTerm(style_loss, styles, p.blend, mask)
+                self.style_terms[name] = StyleTerm(stat, dict(self.style_loss.options), styles, p.blend, mask)
+
+    @property
+    def draws_per_step(self) -> bool:
+        """Whether the style statistic draws new samples each step (then a CUDA graph cannot replay the step)."""
+        return STYLE_LOSSES[str(self.style_loss.name)].step_inputs is not None
+
+    def begin_step(self, step: int, images: int) -> None:
+        """Draw the step's samples (sliced_wasserstein's projections, mmd's positions) from the seed and the step:
+        fixed within the step, reproducible across runs and resumes."""
+        if self.draws_per_step:
+            device = self.content.device
+            for name, term in self.style_terms.items():
+                shape = (images, *self.layer_shapes[name][1:])
+                term.begin_step(shape, self.style_loss.seed, step, device)
 
     def term_names(self) -> list[str]:
         """The keys of ``forward``'s result, in order: total, the terms computed, then each style layer."""

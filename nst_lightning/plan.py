@@ -99,14 +99,21 @@ class NetworkSpec:
 @dataclass(frozen=True)
 class LBFGSSpec:
     history_size: int = 100
-    first_step: float = 0.05
-    max_step: float = 0.5
+    first_step: float = 2 / 255
+    max_step: float = 1.0
 
 
 @dataclass(frozen=True)
 class AdamSpec:
     lr: float = 0.02
     betas: tuple[float, float] = (0.9, 0.999)
+
+
+@dataclass(frozen=True)
+class StyleLossSpec:
+    name: StyleLossName = StyleLossName.gram
+    options: dict[str, Any] = field(default_factory=dict)  # the statistic's own keys (losses.STYLE_LOSSES)
+    seed: int = 0  # subsamples and per-step draws
 
 
 @dataclass(frozen=True)
@@ -127,7 +134,7 @@ class RunPlan:
     network: NetworkSpec
     optimizer: LBFGSSpec | AdamSpec
     engine: EngineSpec
-    style_loss: StyleLossName
+    style_loss: StyleLossSpec
     seed: int
     trainer: dict[str, Any]  # Lightning Trainer keywords (accelerator, devices, progress bar, ...)
     record: dict[str, Any] = field(default_factory=dict)  # the whole effective configuration
@@ -421,6 +428,18 @@ def _optimizer(cfg: DictConfig) -> LBFGSSpec | AdamSpec:
     return AdamSpec(float(opt.lr), (float(opt.betas[0]), float(opt.betas[1])))
 
 
+def _style_loss(cfg: DictConfig) -> StyleLossSpec:
+    from nst_lightning.losses import STYLE_LOSSES  # torch-heavy: only when a plan is built
+
+    node = cfg.style_loss
+    options = {key: value for key, value in _container(node).items() if key != "name" and value is not None}
+    statistic = STYLE_LOSSES[str(node.name)]
+    statistic.check_options(options)
+    if "seed" in statistic.options:
+        options["seed"] = int(cfg.seed)
+    return StyleLossSpec(StyleLossName(node.name), options, int(cfg.seed))
+
+
 def build_plan(cfg: DictConfig) -> RunPlan:
     """Validate ``cfg`` (every image of a batched sweep) and turn it into the plan of the run."""
     batch = batch_configs(cfg)
@@ -460,7 +479,7 @@ def build_plan(cfg: DictConfig) -> RunPlan:
         network=network,
         optimizer=_optimizer(cfg),
         engine=_engine(cfg),
-        style_loss=StyleLossName(cfg.style_loss),
+        style_loss=_style_loss(cfg),
         seed=int(cfg.seed),
         trainer=trainer,
         record=_container(cfg),

@@ -37,10 +37,9 @@ log = logging.getLogger(__name__)
 
 
 def configure_device(plan: RunPlan) -> None:
-    """CUDA: TF32 products (fp32 sums) unless engine.tf32=false; cuDNN picks the fastest kernels for the
-    run's fixed shapes."""
+    """CUDA: TF32 convolutions (fp32 sums) unless engine.tf32=false; cuDNN picks the fastest kernels for the
+    run's fixed shapes. Matmuls stay fp32: L-BFGS's curvature products need the digits."""
     if torch.cuda.is_available():
-        torch.backends.cuda.matmul.allow_tf32 = plan.engine.tf32
         torch.backends.cudnn.allow_tf32 = plan.engine.tf32
         torch.backends.cudnn.benchmark = True
 
