@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -188,8 +189,14 @@ class FinalReport(L.Callback):
     removes the periodic one.
     """
 
-    def __init__(self, runs: list[ImageRun], checkpoint_dir: Path, stop: GracefulStop) -> None:
-        self.runs, self.checkpoint_dir, self.stop = runs, Path(checkpoint_dir), stop
+    def __init__(
+        self,
+        runs: list[ImageRun],
+        checkpoint_dir: Path,
+        stop: GracefulStop,
+        panel: Callable[[Tensor], list[dict[str, float]]] | None = None,
+    ) -> None:
+        self.runs, self.checkpoint_dir, self.stop, self.panel = runs, Path(checkpoint_dir), stop, panel
         self.metrics: list[dict[str, Any]] = []
 
     def on_train_start(self, trainer: L.Trainer, module: StyleTransfer) -> None:
@@ -220,6 +227,7 @@ class FinalReport(L.Callback):
         images = module.result().cpu()
         diverged_at = module.diverged_at.tolist()
         resumable = interrupted and (self.checkpoint_dir / "last.ckpt").is_file()
+        panels = self.panel(images) if self.panel is not None else [None] * len(self.runs)
         self.metrics = []
         for k, run in enumerate(self.runs):
             losses = module.image_losses(final, k)
@@ -242,11 +250,14 @@ class FinalReport(L.Callback):
             }
             if diverged_at[k] >= 0:
                 metrics["diverged_at_step"] = diverged_at[k]
+            if panels[k] is not None:
+                metrics["metrics"] = panels[k]
             save_png(images[k], run.folder / "result.png")
             write_json(metrics, run.folder / "metrics.json")
             run.logger.experiment.add_image("result", images[k], steps)
             final_metrics = {f"final/loss_{key.replace('/', '_')}": value for key, value in losses.items()}
             final_metrics["final/seconds_per_step"] = metrics["seconds_per_step"]
+            final_metrics.update({f"metrics/{key}": value for key, value in (panels[k] or {}).items()})
             run.logger.log_hyperparams(run.hparams, final_metrics)
             run.logger.finalize("failed" if interrupted else "success")
             self.metrics.append(metrics)

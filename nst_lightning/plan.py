@@ -137,6 +137,7 @@ class RunPlan:
     style_loss: StyleLossSpec
     seed: int
     trainer: dict[str, Any]  # Lightning Trainer keywords (accelerator, devices, progress bar, ...)
+    metrics: bool = True  # measure each result with the objective-independent panel at the end
     record: dict[str, Any] = field(default_factory=dict)  # the whole effective configuration
 
     @property
@@ -482,6 +483,7 @@ def build_plan(cfg: DictConfig) -> RunPlan:
         style_loss=_style_loss(cfg),
         seed=int(cfg.seed),
         trainer=trainer,
+        metrics=bool(cfg.metrics),
         record=_container(cfg),
     )
 

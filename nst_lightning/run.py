@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,20 @@ def build_module(
     return module
 
 
+def _panel(module: StyleTransfer) -> Callable[[torch.Tensor], list[dict[str, float]]]:
+    """The objective-independent measures of each final image against the run's own content and style(s)."""
+    from nst_lightning.metrics import measure, metric_network  # torchmetrics: imported only when measuring
+
+    prepared = module.held.prepared
+    content = prepared.content if module.held.chroma is None else module.held.chroma  # the photo in colour
+
+    def panel(images: torch.Tensor) -> list[dict[str, float]]:
+        network = metric_network(module.device)
+        return [measure(image[None], content, prepared.styles, prepared.blend, network) for image in images]
+
+    return panel
+
+
 def _fit(
     plan: RunPlan,
     module: StyleTransfer,
@@ -84,7 +98,7 @@ def _fit(
 ) -> list[dict[str, Any]]:
     """One Trainer.fit of ``module``; the metrics of each image."""
     stop = GracefulStop()
-    report = FinalReport(runs, folder, stop=stop)
+    report = FinalReport(runs, folder, stop=stop, panel=_panel(module) if plan.metrics else None)
     engine = plan.engine
     callbacks: list[L.Callback] = [LossCurves(runs), Snapshots(runs, engine.snapshot_every), stop]
     callbacks += [PeriodicCheckpoint(folder, engine.checkpoint_every), report, *extra]

@@ -120,6 +120,7 @@ def make_cfg(images):
     def _make(*overrides: str):
         base = [f"content={images['content']}", f"style={images['style']}", "size=32", "steps=3"]
         base += ["snapshot_every=0", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
+        base += ["metrics=false"]  # the end-of-run panel has its own tests (test_metrics.py, test_run.py)
         return compose_cfg(*base, *overrides)
 
     return _make

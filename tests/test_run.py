@@ -237,3 +237,19 @@ def test_terms_weighted_zero_are_not_computed(make_cfg, tmp_path):
     metrics = run(style_only, tmp_path / "style")
     assert metrics["loss_content"] is None and set(metrics["loss_style_layers"]) == {"conv1_1", "conv2_1"}
     assert metrics["loss_total"] == pytest.approx(metrics["loss_style"])
+
+
+def test_every_run_ends_with_the_objective_independent_panel(make_cfg, tmp_path):
+    from nst_lightning.metrics import PANEL
+
+    names = ("ratio=0.001", "ratio=1000.0")
+    metrics = run(make_cfg("metrics=true", "steps=4", "init=content", "batch_sweep.ratio=[1e-3,1e3]"), tmp_path / "b")
+    for name in names:
+        saved = json.loads((tmp_path / "b" / name / "metrics.json").read_text())
+        assert set(saved["metrics"]) == set(PANEL) and saved["metrics"] == metrics["batch"][name]["metrics"]
+    styled, photo = (metrics["batch"][n]["metrics"] for n in names)
+    assert styled["style_gram"] < photo["style_gram"]  # nearer the style, measured outside the objective
+    assert styled["content_ssim"] < photo["content_ssim"]  # and farther from the photo
+    events = EventAccumulator(str(tmp_path / "b" / "tensorboard" / names[0]))
+    events.Reload()
+    assert events.Tags()["tensors"] or events.Tags()["scalars"]
