@@ -26,7 +26,7 @@ from nst_lightning.config import (
     StyleLossName,
 )
 from nst_lightning.errors import NSTError, first_line
-from nst_lightning.vgg import LAYERS, check_layers, layer_downsampling
+from nst_lightning.vgg import check_layers, check_network, layer_downsampling, layers_of
 
 # ---- the plan ------------------------------------------------------------------------------------------------
 
@@ -209,8 +209,9 @@ def layers_in_use(cfg: DictConfig) -> list[str]:
 
 def min_image_side(cfg: DictConfig) -> int:
     """The smallest image side whose feature maps at the deepest layer in use still have one pixel."""
-    deepest = max(layers_in_use(cfg), key=LAYERS.index)
-    return layer_downsampling(deepest)
+    arch = str(cfg.network.arch)
+    deepest = max(layers_in_use(cfg), key=layers_of(arch).index)
+    return layer_downsampling(deepest, arch)
 
 
 def stage_sizes(cfg: DictConfig) -> list[tuple[int, int]]:
@@ -278,8 +279,10 @@ def _validate_engine(cfg: DictConfig) -> None:
 def validate(cfg: DictConfig) -> None:
     """Every check of one image's config that needs no image or network, each failing with one actionable line."""
     _validate_beyond(cfg)
-    check_layers([cfg.content_layer], "content")
-    check_layers(cfg.style_layers, "style")
+    arch = str(cfg.network.arch)
+    check_network(arch, str(cfg.network.source))
+    check_layers([cfg.content_layer], "content", arch)
+    check_layers(cfg.style_layers, "style", arch)
     if len(cfg.style_layers) == 0:
         raise NSTError("style_layers is empty: name at least one layer, e.g. style_layers=[conv1_1,conv2_1]")
     if len(set(cfg.style_layers)) != len(cfg.style_layers):

@@ -31,7 +31,7 @@ from nst_lightning.module import StyleTransfer
 from nst_lightning.objective import Objective
 from nst_lightning.plan import RunPlan, Stage, build_plan, resume_config
 from nst_lightning.prepare import initial_image, prepare, resized_to
-from nst_lightning.vgg import build_vgg19
+from nst_lightning.vgg import build_network
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +56,8 @@ def build_module(
         plan.inputs, stage.size, color=any(w.color for w in weights), temporal=any(w.temporal for w in weights)
     )
     net = plan.network
-    network = build_vgg19(
-        net.source.value,
-        net.layers,
-        net.pooling.value,
-        seed=net.seed,
-        weights=net.weights,
-        channels_last=net.channels_last,
+    network = build_network(
+        str(net.arch), str(net.source), net.layers, str(net.pooling), net.seed, net.weights, net.channels_last
     )
     objective = Objective(network, prepared, weights, stage.content_scale, plan.style_loss, plan.engine.precision)
     if start is not None:
