@@ -150,6 +150,7 @@ class BatchSweep:
     tv_weight: list[float] | None = None
     color_weight: list[float] | None = None
     init: list[InitKind] | None = None  # init.kind of each image
+    init_scale: list[float] | None = None  # init.scale of each image
     seed: list[int] | None = None
 
 

@@ -352,6 +352,9 @@ def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+SWEPT_PATHS = {"init": "init.kind", "init_scale": "init.scale"}  # batch_sweep keys that name a nested key
+
+
 def _swept(cfg: DictConfig) -> dict[str, list[Any]]:
     """The keys a batched sweep varies, with their values (empty: a single image)."""
     sweep = cfg.get("batch_sweep")
@@ -375,10 +378,7 @@ def batch_configs(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
         for key in sweep:
             one.batch_sweep[key] = None
         for key, values in sweep.items():
-            if key == "init":
-                one.init.kind = values[i]
-            else:
-                one[key] = values[i]
+            OmegaConf.update(one, SWEPT_PATHS.get(key, key), values[i])
         out.append((",".join(f"{key}={format_value(values[i])}" for key, values in sweep.items()), one))
     return out
 
@@ -400,7 +400,7 @@ def _image_spec(name: str, one: DictConfig, swept: dict[str, list[Any]]) -> Imag
         color=float(one.color_weight),
         temporal=float(one.temporal_weight),
     )
-    overrides = [f"{key}={format_value(one.init.kind if key == 'init' else one[key])}" for key in swept]
+    overrides = [f"{key}={format_value(OmegaConf.select(one, SWEPT_PATHS.get(key, key)))}" for key in swept]
     init = InitSpec(InitKind(one.init.kind), one.init.path, float(one.init.scale))
     return ImageSpec(name, weights, init, int(one.seed), overrides, _container(one))
 

@@ -1,0 +1,123 @@
+"""Measurements behind the defaults at real sizes (issue 15): the balance across sizes, and grain vs noise amplitude.
+
+    python experiments/quality.py balance --sizes 128 256 512 --steps 200     # -> experiments/quality_balance.json
+    python experiments/quality.py grain --size 256 --steps 300                # -> experiments/quality_grain.json
+
+balance: one content/style pair at each size, with the default size-invariant balance (reference_size=256) and
+with the paper's exact objective (reference_size=null). For each final image: the content error per position,
+L_content / M_l at conv4_2, and the style loss sum_l w_l E_l. A size-independent look keeps both within 1.3x
+across the sizes (max / min).
+
+grain: one batched run from noise starts of several amplitudes (init.scale; 1 = the paper's white noise in
+[0, 1]); for each result, the final loss and the grain of nst_lightning.metrics.grain (mean squared Laplacian
+of the result where the content is flat).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+
+from nst_lightning.config import conf_dir, register_configs
+from nst_lightning.images import load_image
+from nst_lightning.metrics import grain
+from nst_lightning.run import run
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "images"
+HERE = Path(__file__).resolve().parent
+
+
+def config(*overrides: str) -> Any:
+    register_configs()
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        quiet = ["trainer.enable_progress_bar=false", "snapshot_every=0", "metrics=false"]
+        return compose("config", overrides=[*quiet, *overrides])
+
+
+def conv4_2_positions(height: int, width: int) -> int:
+    for _ in range(3):  # three 2x2 poolings before conv4_2
+        height, width = height // 2, width // 2
+    return height * width
+
+
+def balance(args: argparse.Namespace) -> dict[str, Any]:
+    rows = []
+    for reference in ("256", "null"):
+        for size in args.sizes:
+            started = time.perf_counter()
+            with tempfile.TemporaryDirectory() as folder:
+                cfg = config(
+                    f"content={args.content}",
+                    f"style={args.style}",
+                    f"size={size}",
+                    f"steps={args.steps}",
+                    f"reference_size={reference}",
+                )
+                m = run(cfg, Path(folder) / "run")
+            h, w = m["size"]
+            row = {
+                "reference_size": reference,
+                "size": size,
+                "content_per_position": m["loss_content"] / conv4_2_positions(h, w),
+                "style": m["loss_style"],
+                "loss_total": m["loss_total"],
+                "seconds": time.perf_counter() - started,
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    spread = {}
+    for reference in ("256", "null"):
+        mine = [r for r in rows if r["reference_size"] == reference]
+        spread[reference] = {
+            key: max(r[key] for r in mine) / min(r[key] for r in mine) for key in ("content_per_position", "style")
+        }
+    return {"rows": rows, "spread_max_over_min": spread, "target": 1.3}
+
+
+def grain_vs_amplitude(args: argparse.Namespace) -> dict[str, Any]:
+    scales = ",".join(map(str, args.scales))
+    with tempfile.TemporaryDirectory() as folder:
+        cfg = config(
+            f"content={args.content}",
+            f"style={args.style}",
+            f"size={args.size}",
+            f"steps={args.steps}",
+            f"batch_sweep.init_scale=[{scales}]",
+        )
+        summary = run(cfg, Path(folder) / "run")
+        content = load_image(args.content, args.size, "content")
+        rows = []
+        for name, m in summary["batch"].items():
+            result = load_image(str(Path(folder) / "run" / name / "result.png"), args.size, "result")
+            rows.append({"init": name, "loss_total": m["loss_total"], "grain": float(grain(result, content)[0])})
+            print(json.dumps(rows[-1]), flush=True)
+    return {"rows": rows, "size": args.size, "steps": args.steps}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["balance", "grain"])
+    parser.add_argument("--content", default=str(SHARED / "tubingen.jpg"))
+    parser.add_argument("--style", default=str(SHARED / "starry_night.jpg"))
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512])
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.3, 0.1, 0.01])
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    result = balance(args) if args.what == "balance" else grain_vs_amplitude(args)
+    result.update(content=args.content.split("/")[-1], style=args.style.split("/")[-1], argv=sys.argv[1:])
+    out = args.out or HERE / f"quality_{args.what}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
