@@ -1,9 +1,14 @@
-"""The reference for the framework-overhead benchmark: Gatys et al. as a plain PyTorch L-BFGS loop.
+"""The references of the framework-overhead benchmark: our objective and our L-BFGS with nothing around them.
 
-The same math as nst_lightning's StyleTransfer, with nothing around it: the same frozen network
-(nst_lightning.vgg), the same losses (nst_lightning.losses), the same targets (P and A/M, once), L-BFGS
-with ``max_iter=1`` and no line search so that one step is one forward + backward, and the same scaling
-(L-BFGS is handed L / L_0). No logging, no progress bar, no finiteness checks, no copies.
+- ``plain_style_transfer``: the product's math without the product's engine. The same plan as the run
+  (``nst_lightning.plan.build_plan``), the same prepared images (``nst_lightning.prepare``), the same
+  ``Objective`` and the same ``nst_lightning.lbfgs.LBFGS``, stepped in a plain Python loop: no Lightning, no
+  logging, no divergence bookkeeping, no CUDA graph. ours / this is the framework's cost (or gain).
+- ``network_only``: the cut network alone, a forward and a backward to the image of a dummy scalar (the sum of
+  the features of the layers in use): no loss, no optimiser. ours / this is how far the step is from its limit.
+- ``scaled_torch_lbfgs``: what the product did before its own L-BFGS: ``torch.optim.LBFGS`` (lr 1, ``max_iter=1``,
+  no line search) on L / L_0 with pixels in [0, 1]: the stall benchmark's "before".
+- ``objective_loss``: the loss of an image by an objective, in float32: every loss the benchmarks compare.
 """
 
 from __future__ import annotations
@@ -11,46 +16,75 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from nst_lightning.losses import content_loss, gram_over_m, style_layer_loss
-from nst_lightning.vgg import VGG19Features
+from nst_lightning.lbfgs import LBFGS
+from nst_lightning.objective import Objective
+from nst_lightning.plan import LBFGSSpec, RunPlan, Stage
+from nst_lightning.prepare import initial_image, prepare
+from nst_lightning.vgg import build_network
+
+
+def plan_network(plan: RunPlan) -> nn.Module:
+    """The plan's frozen network, cut after the deepest layer in use (what the product's run builds)."""
+    net = plan.network
+    return build_network(
+        net.arch.value,
+        net.source.value,
+        net.layers,
+        net.pooling.value,
+        seed=net.seed,
+        weights=net.weights,
+        channels_last=net.channels_last,
+    )
+
+
+def build_objective(
+    plan: RunPlan,
+    device: str | torch.device = "cpu",
+    precision: str | None = None,
+    stage: Stage | None = None,
+    network: nn.Module | None = None,
+) -> tuple[Objective, Tensor]:
+    """(objective, start images (K, 3, H, W)) of a stage of ``plan`` (default: the last) on ``device``.
+    ``precision`` replaces the plan's (``"32-true"``: the float32 objective every comparison measures with)."""
+    stage = stage or plan.stages[-1]
+    weights = [image.weights for image in plan.images]
+    prepared = prepare(
+        plan.inputs, stage.size, color=any(w.color for w in weights), temporal=any(w.temporal for w in weights)
+    )
+    network = network if network is not None else plan_network(plan)
+    objective = Objective(
+        network, prepared, weights, stage.content_scale, plan.style_loss, precision or plan.engine.precision
+    ).to(device)
+    init = torch.cat([initial_image(image, prepared) for image in plan.images]).to(device)
+    return objective, init
+
+
+@torch.no_grad()
+def objective_loss(objective: Objective, image: Tensor) -> list[float]:
+    """The total loss of each image (K, 3, H, W) in [0, 1] units, by ``objective`` (build it with precision
+    ``"32-true"`` for a float32 measure)."""
+    device = next(iter(objective.buffers())).device
+    return [float(v) for v in objective(image.float().to(device))["total"]]
 
 
 def plain_style_transfer(
-    network: VGG19Features,
-    content: Tensor,
-    style: Tensor,
+    objective: Objective,
     init: Tensor,
-    content_layer: str,
-    style_weights: dict[str, float],
-    alpha: float,
-    beta: float,
+    spec: LBFGSSpec,
     steps: int,
-    lr: float = 1.0,
-    history_size: int = 100,
     on_step: Callable[[int], None] | None = None,
 ) -> Tensor:
-    """Optimise ``init`` for ``steps`` L-BFGS steps; ``on_step(i)`` is called after each. Returns the image."""
-    with torch.no_grad():
-        content_target = network(content)[content_layer]
-        style_features = network(style)
-        style_targets = {name: gram_over_m(style_features[name])[0] for name in style_weights}
-    image = init.detach().clone().requires_grad_(True)
-    optimizer = torch.optim.LBFGS(
-        [image], lr=lr, max_iter=1, history_size=history_size, tolerance_grad=-1, tolerance_change=-1
-    )
-    loss_scale: list[float] = []
+    """``steps`` steps of our L-BFGS on ``objective`` from ``init``; ``on_step(i)`` after each. Returns the images."""
+    image = init.detach().clone().contiguous().requires_grad_(True)
+    optimizer = LBFGS([image], history_size=spec.history_size, first_step=spec.first_step, max_step=spec.max_step)
 
     def closure() -> Tensor:
-        optimizer.zero_grad()
-        features = network(image)
-        style = sum(w * style_layer_loss(features[n], style_targets[n]) for n, w in style_weights.items())
-        loss = (alpha * content_loss(features[content_layer], content_target) + beta * style).sum()
-        if not loss_scale:
-            loss_scale.append(max(float(loss.detach()), 1e-30))
-        (loss / loss_scale[0]).backward()
-        return loss
+        image.grad = None
+        total = objective(image)["total"]
+        total.sum().backward()  # the images are independent: the sum's gradient is each one's own
+        return total.detach()
 
     for i in range(steps):
         optimizer.step(closure)
@@ -59,24 +93,37 @@ def plain_style_transfer(
     return image.detach()
 
 
-@torch.no_grad()
-def total_loss(
-    network: VGG19Features,
-    content: Tensor,
-    style: Tensor,
-    image: Tensor,
-    content_layer: str,
-    style_weights: dict[str, float],
-    alpha: float,
-    beta: float,
-) -> float:
-    """Our loss, alpha L_content + beta L_style, of one image, in float32 (outside any autocast)."""
-    with torch.autocast(device_type=image.device.type, enabled=False):
-        content_target = network(content.float())[content_layer]
-        style_features = network(style.float())
-        features = network(image.float())
-        style_loss = sum(
-            w * style_layer_loss(features[n], gram_over_m(style_features[n])[0]) for n, w in style_weights.items()
-        )
-        loss = alpha * content_loss(features[content_layer], content_target) + beta * style_loss
-    return float(loss.sum())
+def network_only(network: nn.Module, image: Tensor, steps: int, on_step: Callable[[int], None] | None = None) -> None:
+    """``steps`` forward + backward passes of ``network`` alone: the sum of the features of every layer it returns
+    (a dummy scalar) differentiated with respect to the image. The limit of a step: the network's own cost."""
+    x = image.detach().clone().requires_grad_(True)
+    for i in range(steps):
+        x.grad = None
+        features = network(x)
+        torch.stack([f.float().sum() for f in features.values()]).sum().backward()
+        if on_step is not None:
+            on_step(i)
+
+
+def scaled_torch_lbfgs(
+    objective: Objective, init: Tensor, steps: int, history_size: int = 100, lr: float = 1.0
+) -> Tensor:
+    """The product's optimiser before nst_lightning.lbfgs: torch.optim.LBFGS (max_iter=1, no line search, no
+    tolerances) on L / L_0 (L_0: the first evaluation's loss), pixels in [0, 1]. Returns the images."""
+    image = init.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.LBFGS(
+        [image], lr=lr, max_iter=1, history_size=history_size, tolerance_grad=-1, tolerance_change=-1
+    )
+    scale: list[float] = []
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        loss = objective(image)["total"].sum()
+        if not scale:
+            scale.append(max(float(loss.detach()), 1e-30))
+        (loss / scale[0]).backward()
+        return loss / scale[0]
+
+    for _ in range(steps):
+        optimizer.step(closure)
+    return image.detach()
