@@ -65,7 +65,7 @@ def test_a_refused_run_leaves_the_record_of_the_run_it_refused(images, tmp_path)
     for name, text in record.items():
         (out / ".hydra" / name).write_text(text)
     (out / "result.png").write_bytes(b"earlier result")
-    proc = cli_in_process(f"content={images['content']}", f"style={images['style']}", f"hydra.run.dir={out}")
+    proc = cli_in_process(f"content={images['content']}", f"style={images['style']}", *TINY, f"hydra.run.dir={out}")
     assert_clean_error(proc, f"error: {out} already holds a result.png: pick another hydra.run.dir")
     assert {name: (out / ".hydra" / name).read_text() for name in record} == record  # resume= still reads them
     assert (out / "result.png").read_bytes() == b"earlier result"
@@ -91,7 +91,7 @@ def test_an_interrupted_runs_snapshots_are_not_overwritten(images, tmp_path):
     out = tmp_path / "run"
     (out / "snapshots").mkdir(parents=True)
     (out / "snapshots" / "step_000000.png").write_bytes(b"hours of work")
-    proc = cli_in_process(f"content={images['content']}", f"style={images['style']}", f"hydra.run.dir={out}")
+    proc = cli_in_process(f"content={images['content']}", f"style={images['style']}", *TINY, f"hydra.run.dir={out}")
     assert_clean_error(proc, f"error: {out} already holds a snapshots/ folder: pick another hydra.run.dir")
     assert (out / "snapshots" / "step_000000.png").read_bytes() == b"hours of work"
     assert not (out / ".hydra").exists()
@@ -147,8 +147,8 @@ def test_a_live_holder_is_named_and_a_killed_one_blocks_nothing(images, tmp_path
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(NSTError, match=rf"{out} is in use by process {holder.pid} "):
             folders.claim(out)
-        proc = cli_in_process(f"content={images['content']}", f"style={images['style']}", f"hydra.run.dir={out}")
-        assert_clean_error(proc, f"error: {out} is in use by process {holder.pid}")
+        args = [f"content={images['content']}", f"style={images['style']}", *TINY, f"hydra.run.dir={out}"]
+        assert_clean_error(cli_in_process(*args), f"error: {out} is in use by process {holder.pid}")
         assert not (out / ".hydra").exists()
     finally:
         holder.kill()  # SIGKILL: no clean-up runs, the lock file stays behind
@@ -331,7 +331,7 @@ def test_ctrl_c_while_starting_up_is_one_line(images, tmp_path, monkeypatch):
     monkeypatch.setattr(nst_lightning.run, "run", interrupted)
     out = tmp_path / "run"
     try:
-        proc = cli_in_process(f"content={images['content']}", f"style={images['style']}", f"hydra.run.dir={out}")
+        proc = cli_in_process(f"content={images['content']}", f"style={images['style']}", *TINY, f"hydra.run.dir={out}")
     except KeyboardInterrupt:
         pytest.fail("the KeyboardInterrupt escaped the entry point (a traceback)")
     output = proc.stdout + proc.stderr
@@ -393,7 +393,7 @@ def test_an_unusable_run_folder_is_one_line(images, tmp_path, kind):
         folder.write_text("not a folder\n")
     else:
         folder = Path("/proc/nst_lightning_cannot_be_here")
-    proc = cli_in_process(f"content={images['content']}", f"style={images['style']}", f"hydra.run.dir={folder}")
+    proc = cli_in_process(f"content={images['content']}", f"style={images['style']}", *TINY, f"hydra.run.dir={folder}")
     line = assert_clean_error(proc, f"error: hydra.run.dir={folder} cannot be used as a run folder")
     assert line.endswith("pick a folder you can write to")
     if kind == "file":
@@ -457,36 +457,34 @@ def test_a_pipe_is_refused_not_waited_on(tmp_path):
 
 @pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
 def test_written_files_follow_the_umask(tmp_path, mask):
-    from nst_lightning.files import write_json
-
     previous = os.umask(mask)
     try:
-        save_png(torch.rand(1, 3, 4, 5), tmp_path / "result.png")
-        write_json({"b": 1, "a": [1.5]}, tmp_path / "metrics.json")
+        save_png(torch.rand(1, 3, 4, 5), tmp_path / "result.png")  # through files.atomic_write, as metrics.json
         (tmp_path / "plain.txt").write_text("x")
     finally:
         os.umask(previous)
     expected = stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode)
     assert expected == 0o666 & ~mask
-    for name in ("result.png", "metrics.json"):
-        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name
-    assert (tmp_path / "metrics.json").read_text() == '{\n  "a": [\n    1.5\n  ],\n  "b": 1\n}\n'
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "plain.txt", "result.png"]
+    assert stat.S_IMODE((tmp_path / "result.png").stat().st_mode) == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.txt", "result.png"]  # no temp file left
 
 
 def test_user_error_lives_in_errors_and_write_json_in_files(tmp_path, capsys):
     from nst_lightning.errors import user_error
-    from nst_lightning.files import atomic_write, write_json
+    from nst_lightning.files import atomic_write, current_umask, write_json
 
     with pytest.raises(SystemExit) as info:
         user_error(NSTError("something to fix"), plain=True)
     assert info.value.code == 2
     assert capsys.readouterr().err == "error: something to fix\n"
+    write_json({"b": 1, "a": [1.5]}, tmp_path / "metrics.json")
+    assert (tmp_path / "metrics.json").read_text() == '{\n  "a": [\n    1.5\n  ],\n  "b": 1\n}\n'
+    assert stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode) == 0o666 & ~current_umask()
     target = tmp_path / "m.json"
     atomic_write(target, lambda f: f.write(b"previous"))
     with pytest.raises(TypeError):
         write_json({"not json": object()}, target)
     assert target.read_bytes() == b"previous"  # a failed write keeps the previous file
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "metrics.json"]
     video = (Path(__file__).parent.parent / "nst_lightning" / "video.py").read_text()
     assert "from nst_lightning.__main__" not in video
