@@ -1229,8 +1229,8 @@ def over(deadline: float) -> bool:
 
 
 def gpu_setup(g: GpuSettings, content: Path, style: Path, deadline: float, put: Callable[[str, Any], None]) -> None:
-    """Seconds from the run() call to the end of the first step, this process's first run (CUDA context, cuDNN,
-    the weights decoded) and a second one."""
+    """Seconds from the run() call to the end of the first step: this process's first run (its first CUDA kernels
+    and cuDNN set-up, the weights decoded) and a second one."""
     cfg = make_cfg(content, style, g.setup_size, g.setup_steps, f"seed={g.seed}")
     for label in ("first_in_process", "again_in_process"):
         if over(deadline):
