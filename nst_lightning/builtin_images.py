@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from nst_lightning.errors import NSTError
-from nst_lightning.files import atomic_write
+from nst_lightning.files import atomic_write, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +300,7 @@ def fetch_painting(name: str, cache_dir: Path | None = None, base_url: str | Non
     folder = Path(cache_dir if cache_dir is not None else _default_cache_dir()) / "paintings"
     target = folder / f"{name}.jpg"
     if target.is_file():
-        if _sha256_of(target) == expected:
+        if file_sha256(target) == expected:
             return target
         log.warning("cached %s does not match its pinned sha256: downloading it again", target)
 
@@ -377,14 +377,6 @@ def _download(name: str, url: str, out: BinaryIO, timeout: float) -> str:
                 )
             digest.update(chunk)
             out.write(chunk)
-    return digest.hexdigest()
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
     return digest.hexdigest()
 
 

@@ -214,9 +214,7 @@ class FinalReport(L.Callback):
     def on_exception(self, trainer: L.Trainer, module: StyleTransfer, exception: BaseException) -> None:
         """A second Ctrl-C, or a signal outside our handler: keep the image reached so far (no new checkpoint)."""
         if isinstance(exception, KeyboardInterrupt | SIGTERMException):
-            with torch.no_grad():
-                broken = ~torch.isfinite(module.image).flatten(1).all(1)
-                module.image[broken] = module.last_finite[broken]
+            module.restore_broken()
             self._finish(trainer, module, interrupted=True)
 
     def _finish(self, trainer: L.Trainer, module: StyleTransfer, interrupted: bool = False) -> None:

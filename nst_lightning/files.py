@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -51,3 +53,18 @@ def write_json(data: Any, path: str | Path) -> Path:
     """Write ``data`` as indented JSON with sorted keys, atomically (temp file + rename)."""
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
     return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def natural_key(path: Path) -> list[Any]:
+    """Sort key in which numbers compare as numbers: job 2 before job 10, frame_9 before frame_10."""
+    parts = re.split(r"(\d+)", path.as_posix())  # a group in split alternates text and digits
+    return [int(p) if i % 2 else p for i, p in enumerate(parts)]
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from nst_lightning.errors import NSTError
+from nst_lightning.files import natural_key
 from nst_lightning.losses import (
     STYLE_LOSSES,
     blended_layer_loss,
@@ -210,11 +210,6 @@ def log_metrics_to_tensorboard(writer: Any, metrics: dict[str, float], step: int
 # ------------------------------------------------------------------------------------------------------------- CLI
 
 
-def _natural_key(path: Path) -> list[Any]:
-    parts = re.split(r"(\d+)", path.as_posix())
-    return [int(p) if i % 2 else p for i, p in enumerate(parts)]
-
-
 def find_run_folders(directory: str | Path) -> list[Path]:
     """Every folder at or below ``directory`` holding result.png and .hydra/config.yaml, in job order."""
     root = Path(directory)
@@ -224,7 +219,7 @@ def find_run_folders(directory: str | Path) -> list[Path]:
     folders = [p.parent for p in root.rglob("result.png") if (p.parent / ".hydra" / "config.yaml").is_file()]
     if (root / "result.png").is_file() and (root / ".hydra" / "config.yaml").is_file():
         folders.append(root)
-    folders = sorted(set(folders), key=_natural_key)
+    folders = sorted(set(folders), key=natural_key)
     if not folders:
         raise NSTError(f"no runs found in {root} (a run folder holds result.png and .hydra/config.yaml)")
     return folders

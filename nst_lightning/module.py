@@ -162,8 +162,13 @@ class StyleTransfer(L.LightningModule):
             broken = self.active & ~torch.isfinite(total)
             self.diverged_at.copy_(torch.where(broken, self.step_count - 1, self.diverged_at))
             self.active.logical_and_(~broken)
-            # A diverged image goes back to its last finite state and stays there.
-            self.image.copy_(torch.where(self.active.view(-1, 1, 1, 1), self.image, self.last_finite))
+        self.restore_broken()
+
+    @torch.no_grad()
+    def restore_broken(self) -> None:
+        """A diverged image, or one left non-finite by an aborted step, goes back to its last finite state."""
+        keep = self.active.view(-1, 1, 1, 1) & torch.isfinite(self.image).flatten(1).all(1).view(-1, 1, 1, 1)
+        self.image.copy_(torch.where(keep, self.image, self.last_finite))
 
     def _graph_step(self) -> None:
         if self.graph is not None:

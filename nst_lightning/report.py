@@ -36,8 +36,9 @@ from omegaconf import OmegaConf
 from PIL import Image, ImageDraw, ImageFont
 
 from nst_lightning.errors import NSTError
-from nst_lightning.files import atomic_write
+from nst_lightning.files import atomic_write, natural_key
 from nst_lightning.images import load_image, open_image, tensor_to_pil
+from nst_lightning.plan import flatten_config, format_value
 
 LOSSES = ("loss_total", "loss_content", "loss_style")
 WHITE, BLACK, GREY = (255, 255, 255), (0, 0, 0), (200, 200, 200)
@@ -62,42 +63,6 @@ class Run:
     metrics: dict[str, Any]
     name: str = ""  # the folder relative to the sweep's, e.g. "3"
     failed: str | None = None  # the error of a failed job (its ``failed`` file), else None
-
-
-def format_value(value: Any) -> str:
-    """Values as a user would type them in an override: 1e-05, 0.001, null, [conv1_1,conv2_1]."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        short = f"{value:g}"  # 1e-05 and 0.001 rather than 1.0e-05 or 0.0010000
-        if short.lstrip("-").isdigit():
-            short += ".0"  # a float stays recognisably a float: lr=1.0
-        return short if float(short) == value else repr(value)
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(format_value(v) for v in value) + "]"
-    return str(value)
-
-
-def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested config -> {dotted key: scalar}; trainer.* is where the run ran, not what it computed."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if name == "hydra" or (name.startswith("trainer.") and name != "trainer.precision"):
-            continue
-        if isinstance(value, dict):
-            flat.update(flatten_config(value, f"{name}."))
-        else:
-            flat[name] = format_value(value) if isinstance(value, list) else value
-    return flat
-
-
-def _natural_key(path: Path) -> list[Any]:
-    # Job folders are numbers: 2 before 10. re.split with a group alternates text and digits.
-    parts = re.split(r"(\d+)", path.as_posix())
-    return [int(p) if i % 2 else p for i, p in enumerate(parts)]
 
 
 FAILED_MARKER = "failed"
@@ -136,7 +101,7 @@ def find_runs(directory: str | Path) -> list[Run]:
     runs = []
     found = {f.parent for f in root.rglob("metrics.json")}
     found |= {f.parent for f in root.rglob(FAILED_MARKER) if f.is_file() and is_failed_job(f.parent)}
-    for folder in sorted(found, key=_natural_key):
+    for folder in sorted(found, key=natural_key):
         if not (folder / ".hydra" / "config.yaml").is_file():
             if is_failed_job(folder):
                 warn(f"{folder} failed before Hydra wrote its .hydra/config.yaml: it cannot be placed in the grid")
@@ -149,7 +114,7 @@ def find_runs(directory: str | Path) -> list[Run]:
         if "batch" not in run.metrics or run.failed:  # a batched sweep's summary: its images are the runs
             runs.append(run)
     # The images of a batched sweep in the order of its lists (their folder names do not sort that way).
-    runs.sort(key=lambda run: (_natural_key(run.path.parent), run.metrics.get("batch_index", 0)))
+    runs.sort(key=lambda run: (natural_key(run.path.parent), run.metrics.get("batch_index", 0)))
     if not runs:
         raise NSTError(
             f"no runs found in {root} (a run folder holds metrics.json and .hydra/config.yaml): "

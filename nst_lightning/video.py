@@ -21,7 +21,6 @@ import contextlib
 import dataclasses
 import importlib
 import logging
-import re
 import sys
 import time
 from collections.abc import Iterator
@@ -41,7 +40,7 @@ from PIL import Image
 
 from nst_lightning.config import Config, conf_dir, register_configs
 from nst_lightning.errors import NSTError, user_error
-from nst_lightning.files import atomic_write
+from nst_lightning.files import atomic_write, natural_key
 from nst_lightning.plan import build_plan, check_positive_counts, stage_sizes
 
 log = logging.getLogger("nst_lightning")
@@ -81,17 +80,12 @@ def video_schema() -> Iterator[None]:
 # ---- frames in ---------------------------------------------------------------------------------------------------
 
 
-def _natural_key(path: Path) -> list[Any]:
-    """frame_2.png before frame_10.png."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
-
-
 def folder_frames(folder: Path, max_frames: int | None = None) -> list[Path]:
     """The images of ``folder`` in natural name order (hidden files and other files are ignored)."""
     files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
     if not files:
         raise NSTError(f"input folder '{folder}' is empty: put the frames there as images (00000.png, 00001.png, ...)")
-    frames = sorted((p for p in files if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
+    frames = sorted((p for p in files if p.suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
     if not frames:
         raise NSTError(
             f"input folder '{folder}' holds no images ({', '.join(IMAGE_SUFFIXES)}): "

@@ -55,6 +55,7 @@ def sweep(tmp_path_factory) -> Path:
         "steps=2",
         "snapshot_every=0",
         "trainer.enable_progress_bar=false",
+        "metrics=false",  # no panel, so no cross table: the cross table has its own tests
         "ratio=1e-1,1e-3",
         "content_layer=conv2_2,conv4_2",
         f"hydra.sweep.dir={root / 'sweep'}",
