@@ -37,7 +37,7 @@ def test_divergence_stops_and_keeps_the_last_finite_image(make_cfg, tmp_path, ca
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["diverged"] is True
     result = pixels(tmp_path / "run" / "result.png")
-    content = build_module(make_cfg()).frozen.content[0].permute(1, 2, 0).numpy()
+    content = build_module(make_cfg()).held.prepared.content[0].permute(1, 2, 0).numpy()
     assert np.abs(result - content).max() <= 1 / 255 + 1e-6  # the content start, the last finite image
 
 
