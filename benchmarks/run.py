@@ -96,6 +96,7 @@ class Settings:
     stall_size: int = 64
     stall_steps: int = 100
     stall_target: float = 100.0  # the issue's bar: ours must divide the loss by >= 100 in 100 steps
+    stall_styles: tuple[str, ...] = ("bw4", "redblue2")  # of STALL_STYLES; the first gives stall_fall
     bf16_size: int = 128  # CPUs without native bf16 run bf16 convolutions ~25x slower: keep it small there
     bf16_size_native: int = 512  # CUDA, or a CPU with AMX / AVX512-BF16
     # Timed steps; both precisions run bf16_warmup + bf16_steps, then the losses are compared. 100 in all: after 10
@@ -220,14 +221,28 @@ def input_images(folder: Path, images: Path | None = None) -> tuple[Path, Path, 
     return (*synthetic_images(folder), f"synthetic ({images or SHARED_IMAGES} has no tubingen.jpg, starry_night.jpg)")
 
 
-def stall_images(folder: Path, size: int) -> tuple[Path, Path]:
+STALL_STYLES = {
+    "bw4": "black and white vertical stripes, 4 px wide",
+    "redblue2": "saturated red and blue vertical stripes, 2 px wide (tests/test_lbfgs.py's stall pattern)",
+}
+
+
+def stall_images(folder: Path, size: int, pattern: str = "bw4") -> tuple[Path, Path]:
     """The stall case's inputs, ``size`` px square: a smooth synthetic 'photo' (sky gradient, a disc) and a
-    saturated high-contrast style, vertical black and white stripes 4 px wide."""
+    saturated high-contrast striped style (STALL_STYLES)."""
     y, x = np.mgrid[0:size, 0:size] / size
     photo = np.stack([0.3 + 0.5 * y, 0.5 + 0.3 * x, 0.9 - 0.4 * y], -1)
     photo[(x - 0.6) ** 2 + (y - 0.35) ** 2 < 0.04] = (1.0, 0.85, 0.2)
-    stripes = np.repeat(((np.arange(size) // 4) % 2 == 0)[None, :, None], size, 0).repeat(3, 2).astype(float)
-    content, style = folder / f"stall_photo_{size}.png", folder / f"stall_stripes_{size}.png"
+    column = np.arange(size)
+    stripes = np.zeros((size, size, 3))
+    if pattern == "bw4":
+        stripes[:, (column // 4) % 2 == 0, :] = 1.0
+    elif pattern == "redblue2":
+        stripes[:, column % 4 < 2, 0] = 1.0
+        stripes[:, column % 4 >= 2, 2] = 1.0
+    else:
+        raise ValueError(f"unknown stall style {pattern!r}: one of {', '.join(STALL_STYLES)}")
+    content, style = folder / f"stall_photo_{size}.png", folder / f"stall_{pattern}_{size}.png"
     Image.fromarray((photo * 255).round().astype(np.uint8)).save(content)
     Image.fromarray((stripes * 255).astype(np.uint8)).save(style)
     return content, style
@@ -616,11 +631,11 @@ def standard(s: Settings, content: Path, style: Path) -> dict[str, Any]:
 # objective that run minimised, in float32; the main comparison on the paper's exact objective.
 
 
-def stall(s: Settings, folder: Path) -> dict[str, Any]:
+def stall_case(s: Settings, folder: Path, pattern: str) -> dict[str, Any]:
     size, steps = s.stall_size, s.stall_steps
-    content, style = stall_images(folder, size)
-    log(f"stall: {size} px, white noise, 4 px black/white stripes as the style, {steps} steps")
-    out: dict[str, Any] = {"size": size, "steps": steps, "target": s.stall_target, "style": "4 px black/white stripes"}
+    content, style = stall_images(folder, size, pattern)
+    log(f"stall: {size} px, white noise, {STALL_STYLES[pattern]} as the style, {steps} steps")
+    out: dict[str, Any] = {"style": STALL_STYLES[pattern]}
     for name, overrides in (("ours", (PAPER_EXACT,)), ("ours_product_default", ())):
         cfg = make_cfg(content, style, size, steps, f"seed={s.seed}", *overrides)
         measure, start = build_objective(build_plan(cfg), DEVICE, precision="32-true")
@@ -643,6 +658,22 @@ def stall(s: Settings, folder: Path) -> dict[str, Any]:
         + f", torch.optim.LBFGS on L/L_0 {out['scaled_torch_lbfgs']['fall']:.4g} (target ours >= {s.stall_target:g})"
     )
     return out
+
+
+def stall(s: Settings, folder: Path) -> dict[str, Any]:
+    """Each of ``s.stall_styles``; the first one's ours and standard are the headline (``stall_fall``)."""
+    styles = {pattern: stall_case(s, folder, pattern) for pattern in s.stall_styles}
+    first = styles[s.stall_styles[0]]
+    return {
+        "size": s.stall_size,
+        "steps": s.stall_steps,
+        "target": s.stall_target,
+        "headline_style": s.stall_styles[0],
+        "ours": first["ours"],
+        "standard": first["standard"],
+        "met": first["met"],
+        "styles": styles,
+    }
 
 
 def fall(start: float, end: float) -> dict[str, float]:
@@ -965,16 +996,17 @@ def table(results: dict[str, Any]) -> str:
             )
     if "stall" in d:
         st = d["stall"]
-        rows.append(
-            (
-                f"stall {st['size']} px, {st['steps']} steps (fall)",
-                f"{st['ours']['fall']:.4g}",
-                f"{st['standard']['fall']:.4g}",
-                f"{st['ours']['fall'] / st['standard']['fall']:.4g}",
-                f"L(start) / L(end), ours vs standard; target ours >= {st['target']:g} "
-                f"(torch LBFGS on L/L_0: {st['scaled_torch_lbfgs']['fall']:.3g})",
+        for pattern, case in st.get("styles", {"": st}).items():
+            rows.append(
+                (
+                    f"stall {pattern} {st['size']} px, {st['steps']} steps (fall)",
+                    f"{case['ours']['fall']:.4g}",
+                    f"{case['standard']['fall']:.4g}",
+                    f"{case['ours']['fall'] / case['standard']['fall']:.4g}",
+                    f"L(start) / L(end), ours vs standard; target ours >= {st['target']:g} "
+                    f"(torch LBFGS on L/L_0: {case['scaled_torch_lbfgs']['fall']:.3g})",
+                )
             )
-        )
     if "bf16" in d:
         b = d["bf16"]
         sps = b["seconds_per_step"]
