@@ -122,7 +122,8 @@ class EngineSpec:
     cuda_graph: bool = True
     tf32: bool = True
     log_every: int = 10
-    checkpoint_every: int = 100
+    checkpoint_every: int = 0
+    checkpoint_minutes: float = 5.0
     snapshot_every: int = 50
 
 
@@ -264,6 +265,7 @@ def _validate_engine(cfg: DictConfig) -> None:
         raise NSTError(f"snapshot_every={cfg.snapshot_every} is not valid: 0 (off) or a positive step count")
     if cfg.engine.checkpoint_every < 0:
         raise NSTError(f"engine.checkpoint_every={cfg.engine.checkpoint_every} is not valid: 0 (off) or a step count")
+    _positive_finite("engine.checkpoint_minutes", cfg.engine.checkpoint_minutes)
     if cfg.engine.log_every <= 0:
         raise NSTError(f"engine.log_every={cfg.engine.log_every} is not valid: a positive step count")
     opt = cfg.optimizer
@@ -421,7 +423,13 @@ def _engine(cfg: DictConfig) -> EngineSpec:
     e = cfg.engine
     precision = str(cfg.trainer.get("precision", "32-true"))
     return EngineSpec(
-        precision, bool(e.cuda_graph), bool(e.tf32), int(e.log_every), int(e.checkpoint_every), int(cfg.snapshot_every)
+        precision=precision,
+        cuda_graph=bool(e.cuda_graph),
+        tf32=bool(e.tf32),
+        log_every=int(e.log_every),
+        checkpoint_every=int(e.checkpoint_every),
+        checkpoint_minutes=float(e.checkpoint_minutes),
+        snapshot_every=int(cfg.snapshot_every),
     )
 
 

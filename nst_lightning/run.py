@@ -96,7 +96,7 @@ def _fit(
     report = FinalReport(runs, folder, stop=stop, panel=_panel(module) if plan.metrics else None)
     engine = plan.engine
     callbacks: list[L.Callback] = [LossCurves(runs), Snapshots(runs, engine.snapshot_every), stop]
-    callbacks += [PeriodicCheckpoint(folder, engine.checkpoint_every), report, *extra]
+    callbacks += [PeriodicCheckpoint(folder, engine.checkpoint_every, engine.checkpoint_minutes), report, *extra]
     trainer_args = dict(plan.trainer)
     if trainer_args.get("enable_progress_bar", True):
         callbacks.append(ProgressBar())

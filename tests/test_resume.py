@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -106,3 +107,18 @@ def test_a_hard_kill_loses_at_most_checkpoint_every_steps(images, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     metrics = json.loads((tmp_path / "on" / "metrics.json").read_text())
     assert metrics["steps"] == step + 3 and metrics["resumed_from"] == str(out)
+
+
+def test_checkpoints_come_by_time_too(make_cfg, tmp_path):
+    seen = []
+
+    class Look(L.Callback):
+        def on_train_batch_end(self, trainer, module, *args) -> None:
+            seen.append((Path(trainer.default_root_dir) / "last.ckpt").is_file())
+
+    run(make_cfg("steps=4", "engine.checkpoint_minutes=1e-6"), tmp_path / "run", callbacks=[Look()])
+    assert seen[:3] == [True, True, True]  # written after every step, since every step takes longer than that
+    assert not (tmp_path / "run" / "last.ckpt").exists()  # and gone once the run has finished
+    seen.clear()
+    run(make_cfg("steps=4", "engine.checkpoint_minutes=60"), tmp_path / "other", callbacks=[Look()])
+    assert not any(seen)
