@@ -41,7 +41,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -1517,10 +1517,15 @@ def main() -> None:
         "--gpu", action="store_true", help="the GPU part alone (~4 min on an H100), its JSON rewritten as it goes"
     )
     parser.add_argument(
+        "--sizes", type=int, nargs="+", help="the sizes of the overhead and standard parts (default: 128 256 512)"
+    )
+    parser.add_argument(
         "--images", type=Path, help="a folder with tubingen.jpg and starry_night.jpg (default: ../shared/images)"
     )
     args = parser.parse_args()
     s = QUICK if args.quick else FULL
+    if args.sizes:
+        s = replace(s, overhead_sizes=tuple(args.sizes), standard_sizes=tuple(args.sizes))
     parts = set(args.only or PARTS)
     register_configs()
     for name in ("lightning.pytorch", "lightning.fabric"):  # "GPU available: False", tips: not benchmark output
