@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from nst_lightning.errors import NSTError
+from nst_lightning.plan import LBFGSSpec, RunPlan
 from nst_lightning.vgg import LAYERS, layer_channels
 
 # Calibrated on CPU (see the module docstring): the process at a tiny size, and the backward pass's
@@ -237,10 +238,10 @@ def decode_bytes(header: Header | None, long_side: int) -> int:
     return 9 * (0 if header is None else decoded_pixels(header, long_side)) + 30 * height * width
 
 
-def _device(cfg: Any) -> str | None:
+def _device(plan: RunPlan) -> str | None:
     import torch
 
-    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    accelerator = str(plan.trainer.get("accelerator", "auto"))
     if accelerator == "cpu":
         return "cpu"
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
@@ -252,12 +253,15 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB" if n < 10 * 2**30 else f"{n / 2**30:.0f} GiB"
 
 
-def _style_specs(cfg: Any) -> list[Any]:
-    """The style image(s): ``style=a.jpg`` or ``style=[a.jpg,b.jpg]``."""
-    return [cfg.style] if isinstance(cfg.style, str) else list(cfg.style)
+def _plan(plan_or_cfg: Any) -> RunPlan:
+    if isinstance(plan_or_cfg, RunPlan):
+        return plan_or_cfg
+    from nst_lightning.plan import build_plan
+
+    return build_plan(plan_or_cfg)
 
 
-def check_memory(cfg: Any) -> int | None:
+def check_memory(plan_or_cfg: RunPlan | Any) -> int | None:
     """Refuse (NSTError, one line) a run whose estimated peak exceeds the memory available; return the estimate.
 
     Every image the run decodes and feeds the network counts: the content at the output size, each style image
@@ -266,22 +270,27 @@ def check_memory(cfg: Any) -> int | None:
     do the largest stage of ``scales`` and every image of ``batch_sweep``. The message gives the size that fits.
     ``NST_SKIP_MEMORY_CHECK=1`` skips the check (if the estimate is wrong for a machine).
     """
-    device = _device(cfg)
+    plan = _plan(plan_or_cfg)
+    device = _device(plan)
     if device is None or os.environ.get(SKIP_ENV) == "1":
         return None
-    long_side = max([int(cfg.size), *[int(s) for s in (cfg.get("scales") or [])]])
-    sweep = cfg.get("batch_sweep") or {}
-    images = max([1, *[len(v) for v in sweep.values() if v is not None]])
-    layers = [cfg.content_layer, *cfg.style_layers]
-    content = image_header(cfg.content)
-    styles = [image_header(path) for path in _style_specs(cfg)]
-    init_kinds = {str(cfg.init.kind), *[str(k) for k in (sweep.get("init") or [])]}
-    at_content_side = [cfg.get("content_mask")]  # loaded at the content's long side, then fitted to it
-    at_content_side.append(cfg.init.get("path") if "image" in init_kinds else None)
-    at_content_side.append(cfg.get("temporal_target") if (cfg.get("temporal_weight") or 0) > 0 else None)
-    extra = (1 if cfg.get("content_mask") else 0) + (3 if (cfg.get("temporal_weight") or 0) > 0 else 0)
-    extra += 3 if cfg.get("preserve_color") == "luminance" else 0
-    style_size, style_scale = cfg.get("style_size"), float(cfg.get("style_scale") or 1.0)
+    spec = plan.inputs
+    long_side = max(stage.size for stage in plan.stages)
+    images = len(plan.images)
+    style_layers = list(dict.fromkeys(n for im in plan.images if im.weights.beta > 0 for n in im.weights.style_weights))
+    layers = plan.network.layers
+    content = image_header(spec.content)
+    styles = [image_header(path) for path in spec.styles]
+    temporal = any(im.weights.temporal > 0 for im in plan.images)
+    at_content_side = [spec.content_mask]  # loaded at the content's long side, then fitted to it
+    at_content_side += [im.init.path for im in plan.images if im.init.kind == "image"][:1]
+    at_content_side.append(spec.temporal_target if temporal else None)
+    extra = (1 if spec.content_mask else 0) + (3 if temporal else 0)
+    extra += 3 if spec.preserve_color == "luminance" else 0
+    style_size, style_scale = spec.style_size, spec.style_scale
+    lbfgs = isinstance(plan.optimizer, LBFGSSpec)
+    history_size = plan.optimizer.history_size if isinstance(plan.optimizer, LBFGSSpec) else 0
+    steps = max(stage.steps for stage in plan.stages)
 
     def estimate(side: int, style_side: int | None = None, history: int | None = None) -> int:
         style_side = style_side or style_size or max(1, round(side * style_scale))
@@ -291,12 +300,12 @@ def check_memory(cfg: Any) -> int | None:
         return estimate_peak_bytes(
             *shape,
             layers=layers,
-            style_layers=list(cfg.style_layers),
+            style_layers=style_layers,
             images=images,
-            history_size=history or int(cfg.optimizer.get("history_size", 0)),
-            steps=int(cfg.steps),
-            optimizer=str(cfg.optimizer.name),
-            precision=str(cfg.trainer.get("precision", "32-true")),
+            history_size=history or history_size,
+            steps=steps,
+            optimizer="lbfgs" if lbfgs else "adam",
+            precision=plan.engine.precision,
             device=device,
             styles=[resized_shape(style, style_side) for style in styles],
             extra_channels=extra,
@@ -325,9 +334,8 @@ def check_memory(cfg: Any) -> int | None:
     side = largest(lambda s: estimate(s) <= available, 16, long_side)
     if estimate(side) <= available:
         advice.append(f"lower size (about {side} px fits)")
-    history = int(cfg.optimizer.get("history_size", 0))
-    if str(cfg.optimizer.name) == "lbfgs" and history > 10 and estimate(long_side, None, 10) <= available:
-        fit = largest(lambda h: estimate(long_side, None, h) <= available, 10, history)
+    if lbfgs and history_size > 10 and estimate(long_side, None, 10) <= available:
+        fit = largest(lambda h: estimate(long_side, None, h) <= available, 10, history_size)
         advice.append(f"optimizer.history_size={fit}")
     if images > 1:
         advice.append("fewer images in batch_sweep")
@@ -344,11 +352,12 @@ def check_memory(cfg: Any) -> int | None:
     )
 
 
-def slow_precision_warning(cfg: Any) -> str | None:
+def slow_precision_warning(plan_or_cfg: RunPlan | Any) -> str | None:
     """The warning for half precision on a CPU without bf16/fp16 instructions (it emulates them: benchmarks/
     measured bf16-mixed 40-50x slower than 32-true there), or None where half precision is not a slowdown."""
-    precision = str(cfg.trainer.get("precision", "32-true"))
-    if precision not in HALF_PRECISIONS or _device(cfg) != "cpu" or native_bf16_cpu():
+    plan = _plan(plan_or_cfg)
+    precision = plan.engine.precision
+    if precision not in HALF_PRECISIONS or _device(plan) != "cpu" or native_bf16_cpu():
         return None
     return (
         f"trainer.precision={precision} on a CPU without bf16 instructions (AMX / AVX512-BF16) is emulated and "

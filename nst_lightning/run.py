@@ -114,8 +114,9 @@ def _fit(
         **trainer_args,
     )
     with warnings.catch_warnings():
-        # Lightning's advice for data-heavy training does not apply: our "dataset" is a step counter.
-        for pattern in (".*does not have many workers.*", ".*smaller than the logging interval.*"):
+        # Lightning's advice for data-heavy training does not apply: our "dataset" is a step counter; and its own
+        # use of a torch API that torch now deprecates is not the user's concern.
+        for pattern in (".*does not have many workers.*", ".*smaller than the logging interval.*", ".*LeafSpec.*"):
             warnings.filterwarnings("ignore", message=pattern)
         trainer.fit(module, ckpt_path=checkpoint, weights_only=True)  # a checkpoint is data, never code
     if not report.metrics:
@@ -157,8 +158,8 @@ def run(
         resumed_from = Path(cfg.resume)
         cfg, checkpoint = resume_config(cfg, list(overrides))
     plan = build_plan(cfg)
-    check_memory(cfg)  # a run that cannot fit is refused now, with the estimate, not killed later
-    if slow := slow_precision_warning(cfg):
+    check_memory(plan)  # a run that cannot fit is refused now, with the estimate, not killed later
+    if slow := slow_precision_warning(plan):
         log.warning(slow)
     run_dir = Path(run_dir)
     for done in ("result.png", "metrics.json"):
