@@ -26,10 +26,8 @@ the other, and each frees what it used):
   full, both read from the header without decoding) and the resized image as bytes and floats.
 
 Calibration (``python benchmarks/run.py``, peak RSS of ``python -m nst_lightning`` runs of a few steps,
-tubingen x starry_night, 2-core AMD EPYC, torch 2.14 CPU, see benchmarks/results.json): the estimate is
-within about 5% of the measured peak at 512 and 1024 px in fp32 (it is about 25% low at 256 px, where
-allocator slack and library buffers of a few tens of MB dominate the small activations). See
-``benchmarks/README.md`` for the table. There the style image has the content's size and the two extra phases
+tubingen x starry_night; the measured peaks against the estimate, and how close it is at each size, are in
+``benchmarks/README.md`` (at small sizes allocator slack and library buffers dominate the activations). There the style image has the content's size and the two extra phases
 are zero.
 """
 
@@ -110,7 +108,7 @@ def memory_parts(
     maps = _feature_maps(height, width, deepest)
     half = str(precision) in HALF_PRECISIONS
     # bf16/16 halve what autograd keeps, except on a CPU without bf16 instructions, where the convolutions
-    # fall back to float32 kernels and keep both copies (measured: +18% over fp32 at 512 px, not -30%).
+    # fall back to float32 kernels and keep both copies (measured in benchmarks/: more than fp32, not less).
     act_bytes = (2 if device == "cuda" or native_bf16_cpu() else 6) if half else 4
     pixels = 3 * height * width  # one image's numel
     weights = sum(layer_channels(n) * (maps[i - 1][1] if i else 3) * 9 * 4 for i, (n, _, _) in enumerate(maps))

@@ -398,8 +398,8 @@ class VGGFeatures(nn.Module):
     """Frozen VGG19 or VGG16 cut after the deepest requested layer; forward returns {layer name: features}.
 
     Input: a batch of RGB images in [0, 1]. Preprocessing for the weight source happens inside.
-    ``channels_last``: convolutions in NHWC layout, ~12% faster per forward+backward on CPU than NCHW at
-    128-512 px (measured: benchmarks/README.md); the same function, rounded differently.
+    ``channels_last``: convolutions in NHWC layout, faster on CPU than NCHW (measured: benchmarks/README.md);
+    the same function, rounded differently.
     """
 
     def __init__(
