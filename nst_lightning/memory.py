@@ -27,8 +27,8 @@ the other, and each frees what it used):
 
 Calibration (``python benchmarks/run.py``, peak RSS of ``python -m nst_lightning`` runs of a few steps,
 tubingen x starry_night; the measured peaks against the estimate, and how close it is at each size, are in
-``benchmarks/README.md`` (at small sizes allocator slack and library buffers dominate the activations). There the style image has the content's size and the two extra phases
-are zero.
+``benchmarks/README.md`` (at small sizes allocator slack and library buffers dominate the activations). There
+the style image has the content's size and the two extra phases are zero.
 """
 
 from __future__ import annotations
