@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -18,18 +17,12 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
 
-from nst_lightning.files import atomic_write
+from nst_lightning.files import write_json
 from nst_lightning.images import save_png
 from nst_lightning.layout import ImageRun
 from nst_lightning.module import StyleTransfer
 
 log = logging.getLogger(__name__)
-
-
-def write_json(data: dict[str, Any], path: Path) -> None:
-    """Atomic JSON write (temp file + rename)."""
-    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 class ProgressBar(TQDMProgressBar):

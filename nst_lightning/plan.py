@@ -504,12 +504,15 @@ def build_plan(cfg: DictConfig) -> RunPlan:
 RESUMABLE_KEYS = ("steps", "snapshot_every", "engine.log_every", "engine.checkpoint_every", "trainer.")
 
 
-def resume_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, Path]:
-    """``resume=<run dir>``: that run's own configuration and its checkpoint (image, optimiser, step).
+def resume_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, Path | None, Path | None]:
+    """(configuration, checkpoint, resumed folder): ``cfg`` itself for a new run; with ``resume=<run dir>``, that
+    run's own configuration, its checkpoint (image, optimiser, step) and the folder.
 
     ``overrides`` (the command line's key=value) may change only what does not change the result so far: the
     step count, snapshots, logging and trainer settings. Anything else is refused in one line.
     """
+    if not cfg.get("resume"):
+        return cfg, None, None
     old = Path(cfg.resume)
     checkpoint, saved = old / "last.ckpt", old / ".hydra" / "config.yaml"
     if not saved.is_file():
@@ -535,4 +538,4 @@ def resume_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, Pa
     for key, _ in changes:
         OmegaConf.update(merged, key.lstrip("+~"), OmegaConf.select(cfg, key.lstrip("+~")), force_add=True)
     merged.resume = None
-    return merged, checkpoint
+    return merged, checkpoint, old

@@ -22,9 +22,9 @@ from nst_lightning.callbacks import (
     PeriodicCheckpoint,
     ProgressBar,
     Snapshots,
-    write_json,
 )
 from nst_lightning.errors import NSTError
+from nst_lightning.files import write_json
 from nst_lightning.layout import ImageRun, image_runs
 from nst_lightning.memory import check_memory, slow_precision_warning
 from nst_lightning.module import StyleTransfer
@@ -153,10 +153,7 @@ def run(
     run_dir/stages/<i>_<size>px, the next starting from its result upsampled. With ``batch_sweep`` each image has
     a subfolder, and run_dir/metrics.json lists them. ``callbacks`` are added to every stage's Trainer.
     """
-    checkpoint = resumed_from = None
-    if cfg.get("resume"):
-        resumed_from = Path(cfg.resume)
-        cfg, checkpoint = resume_config(cfg, list(overrides))
+    cfg, checkpoint, resumed_from = resume_config(cfg, list(overrides))
     plan = build_plan(cfg)
     check_memory(plan)  # a run that cannot fit is refused now, with the estimate, not killed later
     if slow := slow_precision_warning(plan):

@@ -273,7 +273,7 @@ def _mean(values: list[float]) -> float | None:
 
 def stylise_video(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Stylise the clip ``cfg.input`` into ``run_dir``; return the clip's metrics (also run_dir/metrics.json)."""
-    from nst_lightning.callbacks import write_json
+    from nst_lightning.files import write_json
     from nst_lightning.run import run
 
     _check_video_config(cfg)

@@ -17,9 +17,8 @@ import torch
 from conftest import assert_clean_error, cli, cli_in_process, pixels
 from PIL import Image
 
-from nst_lightning.callbacks import write_json
 from nst_lightning.errors import NSTError
-from nst_lightning.files import atomic_write
+from nst_lightning.files import atomic_write, write_json
 from nst_lightning.images import load_image, save_png
 from nst_lightning.run import build_module, run
 
