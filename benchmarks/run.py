@@ -55,7 +55,7 @@ from PIL import Image
 import nst_lightning.run as nst_run
 from nst_lightning.config import conf_dir, register_configs
 from nst_lightning.images import load_image, save_png, white_noise
-from nst_lightning.memory import estimate_peak_bytes
+from nst_lightning.memory import cpu_flags, estimate_peak_bytes, native_bf16_cpu
 from nst_lightning.objective import Objective
 from nst_lightning.plan import build_plan
 from nst_lightning.vgg import build_vgg19
@@ -157,15 +157,8 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def cpu_flags() -> set[str]:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-NATIVE_BF16 = DEVICE == "cuda" or bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+NATIVE_BF16 = DEVICE == "cuda" or native_bf16_cpu()
 
 
 def machine() -> dict[str, Any]:

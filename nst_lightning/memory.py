@@ -134,13 +134,18 @@ def memory_parts(
     }
 
 
-def native_bf16_cpu() -> bool:
-    """Whether this CPU has bf16 instructions (AMX or AVX512-BF16); Linux only, False where it cannot be told."""
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux's /proc/cpuinfo); empty where they cannot be read."""
     try:
         flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
     except (OSError, StopIteration):
-        return False
-    return bool({"amx_bf16", "avx512_bf16"} & set(flags.split()))
+        return set()
+    return set(flags.split(":", 1)[1].split())
+
+
+def native_bf16_cpu() -> bool:
+    """Whether this CPU has bf16 instructions (AMX or AVX512-BF16); False where it cannot be told."""
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
 
 
 def estimate_peak_bytes(height: int, width: int, **kwargs: Any) -> int:
