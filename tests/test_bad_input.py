@@ -550,7 +550,7 @@ def test_unknown_key_and_wrong_type_fail_in_hydra():
         with pytest.raises(ConfigCompositionException) as info:
             compose_cfg(override)
         assert valid in str(info.value.__cause__)
-    with pytest.raises(ConfigCompositionException, match="optimizer.history_size"):
+    with pytest.raises(ConfigCompositionException, match=r"optimizer\.history_size"):
         compose_cfg("optimizer=adam", "optimizer.history_size=5")
 
 
