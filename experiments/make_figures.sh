@@ -10,7 +10,8 @@ size=${3:-256}
 steps=${4:-200}
 shift $(($# < 4 ? $# : 4))
 studies=("$@")
-[ ${#studies[@]} -gt 0 ] || studies=(content_layers style_layers tradeoff fig3_grid initialisation initialisation_seeds)
+[ ${#studies[@]} -gt 0 ] || studies=(content_layers style_layers tradeoff fig3_grid initialisation initialisation_seeds
+  style_losses)
 stamp=$(date +%Y-%m-%d_%H-%M-%S)
 mkdir -p experiments/figures
 for study in "${studies[@]}"; do
@@ -38,6 +39,8 @@ for study in "${studies[@]}"; do
   fi
   layout=()
   [ "$study" = fig3_grid ] && layout=(--rows style_layers --cols ratio)  # as the paper's Figure 3
+  # each result measured by every style statistic and the panel: experiments/figures/style_losses_cross_table.*
+  [ "$study" = style_losses ] && layout=(--cross-table experiments/figures/style_losses_cross_table.csv)
   python -m nst_lightning.report "$sweep" --tile 192 --no-sources "${layout[@]}" \
     --out "experiments/figures/$study.png" --losses "experiments/figures/${study}_losses.png" \
     --summary "experiments/figures/${study}_summary.csv"
