@@ -60,6 +60,10 @@ PAINTINGS: dict[str, tuple[str, str]] = {
         f"{DEFAULT_PAINTINGS_URL}/golden_gate.jpg",
         "f8476ac216e0d409af2e52bf82ad2cdc3433e23d7895e6f9b2048fc014ed57ba",
     ),
+    "hoovertowernight": (  # a night photograph: the dark image of the photorealistic study
+        f"{DEFAULT_PAINTINGS_URL}/hoovertowernight.jpg",
+        "8852910ed1594af535c3dee012b020b9ee4045798645885d20a9445d12e98093",
+    ),
 }
 
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}

@@ -158,7 +158,7 @@ def save_checkpoint(trainer: L.Trainer, folder: Path) -> None:
     """last.ckpt (image, optimiser, divergence record, step), written atomically: a reader or a crash sees the
     previous checkpoint or this one, never half of one."""
     tmp = folder / ".last.ckpt.tmp"
-    trainer.save_checkpoint(tmp)
+    trainer.save_checkpoint(tmp, weights_only=False)  # the optimiser state too: resume continues the history
     os.replace(tmp, folder / "last.ckpt")
 
 

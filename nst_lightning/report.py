@@ -181,7 +181,19 @@ class Layout:
 
 
 def _label(keys: list[str], values: tuple[Any, ...]) -> str:
-    return ", ".join(f"{k}={format_value(v)}" for k, v in zip(keys, values, strict=True))
+    """ "ratio=0.001, content_layer=conv4_2"; a key named "" shows its value alone (a free-text label)."""
+    return ", ".join(f"{k}={format_value(v)}" if k else str(v) for k, v in zip(keys, values, strict=True))
+
+
+def strip_layout(runs: list[Run], labels: list[str]) -> Layout:
+    """One row holding the runs in their order (a batch's list order), under free-text column labels: for
+    studies whose images are not a grid of two keys (content conv2_2 | content conv4_2 | style conv2_1 alone)."""
+    if len(labels) != len(runs):
+        raise NSTError(f"--labels gives {len(labels)} labels for {len(runs)} runs: give one label per run")
+    layout = Layout(row_keys=[""], col_keys=[""], x_keys=0, rows=[("",)], cols=[(label,) for label in labels])
+    layout.cells = {(0, j): run for j, run in enumerate(runs)}
+    layout.runs = list(runs)
+    return layout
 
 
 def _follows(runs: list[Run], key: str, leader: str) -> bool:
@@ -269,10 +281,11 @@ class GridGeometry:
 
     Left to right: the row-label column (label_w), then for each of max(n_cols, 2) columns a pad and a tile,
     then a final pad. Top to bottom: pad, the captions strip (label_h) over the content and style tiles,
-    pad, the column-label strip (label_h), then n_rows times a tile and a pad. So
+    pad, the column-label strip (label_h), then n_rows times a tile and a pad, then the footer (label_h: the steps
+    and size the runs ran). So
 
         width  = label_w + pad + max(n_cols, 2) * (tile + pad)
-        height = 2 * pad + 2 * label_h + tile + n_rows * (tile + pad)
+        height = 2 * pad + 3 * label_h + tile + n_rows * (tile + pad)
 
     with pad = max(2, tile // 32), label_h = text height + 2 * pad, and label_w = the row labels'
     widest line (labels wrap after commas at ROW_LABEL_WRAP * tile; at least tile // 2, at most 3 * tile: longer
@@ -293,7 +306,7 @@ class GridGeometry:
 
     @property
     def height(self) -> int:
-        return 2 * self.pad + 2 * self.label_h + self.tile + self.n_rows * (self.tile + self.pad)
+        return 2 * self.pad + 3 * self.label_h + self.tile + self.n_rows * (self.tile + self.pad)
 
     def column_x(self, j: int) -> int:
         return self.label_w + self.pad + j * (self.tile + self.pad)
@@ -317,6 +330,11 @@ class GridGeometry:
     def col_label_box(self, j: int) -> tuple[int, int, int, int]:
         x, y = self.column_x(j), 2 * self.pad + self.label_h + self.tile
         return x, y, x + self.tile, y + self.label_h
+
+    @property
+    def footer_box(self) -> tuple[int, int, int, int]:
+        y = self.row_y(self.n_rows)
+        return self.pad, y, self.width - self.pad, y + self.label_h
 
     def row_label_box(self, i: int) -> tuple[int, int, int, int]:
         y = self.row_y(i)
@@ -429,10 +447,24 @@ def build_grid(layout: Layout, tile: int = 256, sources: bool = True) -> Image.I
                     warn(str(exc))
                     img = _placeholder(tile, "no image", g.font_size)
             _paste(canvas, img, g.cell_box(i, j))
+    _draw_text(draw, g.footer_box, run_caption(layout.runs), g.font_size, left=True)
     if not sources:
         # without the two source tiles, a single column needs no room for a second one
         return canvas.crop((0, g.pad + g.label_h + g.tile, g.column_x(max(g.n_cols, 1)), g.height))
     return canvas
+
+
+def run_caption(runs: list[Run]) -> str:
+    """What a figure's runs ran, for its footer: "600 steps, 256x192 px" (a range when they differ)."""
+    steps = sorted({int(r.metrics["steps"]) for r in runs if r.metrics.get("steps") is not None})
+    sizes = sorted({tuple(r.metrics["size"]) for r in runs if r.metrics.get("size")}, key=lambda hw: hw[0] * hw[1])
+    parts = []
+    if steps:
+        parts.append(f"{steps[0]} steps" if len(steps) == 1 else f"{steps[0]}-{steps[-1]} steps")
+    if sizes:
+        (h0, w0), (h1, w1) = sizes[0], sizes[-1]
+        parts.append(f"{w1}x{h1} px" if len(sizes) == 1 else f"{w0}x{h0} to {w1}x{h1} px")
+    return ", ".join(parts)
 
 
 # ------------------------------------------------------------------------------------- plot and table
@@ -657,13 +689,15 @@ def build_report(
     summary: str | Path | None = None,
     sources: bool = True,
     cross_table: str | Path | None = None,
+    labels: list[str] | None = None,
 ) -> list[Path]:
     """grid.png, losses.png and summary.csv for the sweep in ``directory`` (and cross_table.csv/.md/.png when its
     runs have been measured); returns their paths."""
     if tile < MIN_TILE:
         raise NSTError(f"--tile {tile} is too small: use at least {MIN_TILE} px")
     directory = Path(directory)
-    layout = plan_layout(find_runs(directory), rows, cols)
+    runs = find_runs(directory)
+    layout = strip_layout(runs, labels) if labels else plan_layout(runs, rows, cols)
     grid = build_grid(layout, tile, sources)
     grid_path = atomic_write(Path(out or directory / "grid.png"), lambda f: grid.save(f, format="PNG"))
     paths = [
@@ -685,6 +719,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="the grid image (default: DIRECTORY/grid.png)")
     parser.add_argument("--rows", metavar="KEY", help="swept key for the rows (default: the first swept key)")
     parser.add_argument("--cols", metavar="KEY", help="swept key for the columns (default: the second)")
+    parser.add_argument(
+        "--labels",
+        nargs="+",
+        metavar="LABEL",
+        help="one row of the runs in their order, under these column labels (one per run) instead of a grid",
+    )
     parser.add_argument("--tile", metavar="PX", type=int, default=256, help="tile size in pixels (default: 256)")
     parser.add_argument("--losses", metavar="PATH", help="the loss plot (default: DIRECTORY/losses.png)")
     parser.add_argument("--summary", metavar="PATH", help="the table (default: DIRECTORY/summary.csv)")
@@ -707,6 +747,7 @@ def main(argv: list[str] | None = None) -> int:
             args.summary,
             not args.no_sources,
             args.cross_table,
+            args.labels,
         )
     except NSTError as exc:
         print(f"error: {exc}", file=sys.stderr)

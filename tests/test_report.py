@@ -27,6 +27,7 @@ from nst_lightning.report import (
     grid_geometry,
     main,
     plan_layout,
+    run_caption,
     swept_keys,
 )
 
@@ -105,7 +106,8 @@ def test_grid_size_follows_the_geometry_formula(sweep):
     assert g.pad == pad and g.label_h > 20
     assert g.label_w >= 128 + 2 * pad
     width = g.label_w + pad + 2 * (tile + pad)
-    height = 2 * pad + 2 * g.label_h + tile + 2 * (tile + pad)  # captions + content/style + column labels + rows
+    # captions + content/style + column labels + rows + the footer (steps and size)
+    height = 2 * pad + 3 * g.label_h + tile + 2 * (tile + pad)
     assert Image.open(sweep / "grid.png").size == (g.width, g.height) == (width, height)
 
 
@@ -127,6 +129,18 @@ def test_grid_cells_hold_images_and_labels_hold_text(sweep):
     shown = grid[y0 + 20 : y0 + 236, x0 : x0 + 256]
     assert np.abs(shown - np.asarray(result, dtype=np.int16)).mean() < 12
     assert (grid[y0 : y0 + 20, x0 : x0 + 256] == 255).all()  # the letterbox above it is background
+    # the footer states what the runs ran
+    steps, (h, w) = layout.runs[0].metrics["steps"], layout.runs[0].metrics["size"]
+    assert run_caption(layout.runs) == f"{steps} steps, {w}x{h} px"
+    assert has_text(grid, g.footer_box)
+
+
+def test_caption_gives_ranges_when_runs_differ(sweep):
+    runs = find_runs(sweep)
+    runs[0].metrics = {**runs[0].metrics, "steps": 1, "size": [10, 20]}
+    runs[1].metrics = {**runs[1].metrics, "steps": 300, "size": [100, 200]}
+    assert run_caption(runs) == "1-300 steps, 20x10 to 200x100 px"
+    assert run_caption([]) == ""
 
 
 def test_loss_plot_is_a_png(sweep):
@@ -231,7 +245,7 @@ def test_rows_and_cols_swap_transposes_the_grid(tmp_path):
         g = grid_geometry(n_rows, n_cols, tile, [layout.row_label(i) for i in range(n_rows)])
         assert build_grid(layout, tile).size == (g.width, g.height)
         assert g.width == g.label_w + g.pad + n_cols * (tile + g.pad)
-        assert g.height == 2 * g.pad + 2 * g.label_h + tile + n_rows * (tile + g.pad)
+        assert g.height == 2 * g.pad + 3 * g.label_h + tile + n_rows * (tile + g.pad)
     # the same run sits in transposed cells
     assert default.cells[(0, 1)].path == swapped.cells[(1, 0)].path
 
@@ -490,3 +504,22 @@ def test_a_failed_job_is_a_failed_tile_and_a_line_of_the_summary(tmp_path, capsy
     (root / "4" / "failed").write_text("killed")
     assert len(find_runs(root)) == 4
     assert "failed before Hydra wrote its .hydra/config.yaml" in capsys.readouterr().err
+
+
+def test_labels_lay_the_runs_out_in_one_labelled_row(tmp_path, capsys):
+    fake_sweep(tmp_path, ratios=(1e-3, 1e-1))  # four runs, in job order 0..3
+    runs = find_runs(tmp_path)
+    labels = ["a", "b", "content conv2_2", "style conv4_1 alone"]
+    layout = report.strip_layout(runs, labels)
+    assert [layout.col_label(j) for j in range(4)] == labels  # the free text alone, no "key="
+    assert [layout.cells[(0, j)].name for j in range(4)] == ["0", "1", "2", "3"]  # the runs' own order
+    assert main([str(tmp_path), "--tile", "32", "--no-sources", "--labels", *labels]) == 0
+    g = grid_geometry(1, 4, 32, ["result"])
+    grid = pixels(tmp_path / "grid.png")
+    band = g.pad + g.label_h + g.tile  # --no-sources: the content/style band is cut
+    assert grid.shape[:2] == (g.height - band, g.width)
+    for j in range(4):
+        x0, y0, x1, y1 = g.cell_box(0, j)
+        assert region(grid, (x0, y0 - band, x1, y1 - band)).std() > 30  # each run's image
+    assert main([str(tmp_path), "--labels", "a", "b"]) == 2
+    assert "--labels gives 2 labels for 4 runs" in capsys.readouterr().err
