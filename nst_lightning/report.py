@@ -174,6 +174,8 @@ class Layout:
     runs: list[Run] = field(default_factory=list)  # every run, in grid order
 
     def row_label(self, i: int) -> str:
+        if self.row_keys == [""]:  # a strip (strip_layout): its one row needs no label
+            return ""
         return _label(self.row_keys, self.rows[i]) or "result"
 
     def col_label(self, j: int) -> str:
@@ -361,7 +363,7 @@ def grid_geometry(n_rows: int, n_cols: int, tile: int, row_labels: Iterable[str]
     text_h = font.getbbox("Agy[]")[3]
     lines = [line for label in row_labels for line in wrap_label(label, ROW_LABEL_WRAP * tile, font.getlength)]
     text_w = max((font.getlength(line) for line in lines), default=0)
-    label_w = min(max(math.ceil(text_w), tile // 2), 3 * tile) + 2 * pad
+    label_w = min(max(math.ceil(text_w), tile // 2), 3 * tile) + 2 * pad if text_w else pad  # no labels: no column
     return GridGeometry(n_rows, n_cols, tile, pad, size, label_w, text_h + 2 * pad)
 
 
@@ -380,6 +382,8 @@ def _draw_text(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], text: 
 def _draw_row_label(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], text: str, size: int) -> None:
     """A row label, wrapped after commas, left-aligned and centred vertically in ``box``, shrunk to fit."""
     x0, y0, x1, y1 = box
+    if not text:
+        return
     lines = wrap_label(text, ROW_LABEL_WRAP * (y1 - y0), _font(size).getlength)
     while size > 6 and max(_font(size).getlength(line) for line in lines) > x1 - x0:
         size -= 1

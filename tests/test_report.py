@@ -514,7 +514,8 @@ def test_labels_lay_the_runs_out_in_one_labelled_row(tmp_path, capsys):
     assert [layout.col_label(j) for j in range(4)] == labels  # the free text alone, no "key="
     assert [layout.cells[(0, j)].name for j in range(4)] == ["0", "1", "2", "3"]  # the runs' own order
     assert main([str(tmp_path), "--tile", "32", "--no-sources", "--labels", *labels]) == 0
-    g = grid_geometry(1, 4, 32, ["result"])
+    g = grid_geometry(1, 4, 32, [layout.row_label(0)])
+    assert layout.row_label(0) == "" and g.label_w == g.pad  # one row: no label column
     grid = pixels(tmp_path / "grid.png")
     band = g.pad + g.label_h + g.tile  # --no-sources: the content/style band is cut
     assert grid.shape[:2] == (g.height - band, g.width)
