@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from nst_lightning.config import (
     Arch,
@@ -335,7 +335,7 @@ def format_value(value: Any) -> str:
         if short.lstrip("-").isdigit():
             short += ".0"  # a float stays recognisably a float: lr=1.0
         return short if float(short) == value else repr(value)
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple | ListConfig):  # a batch_sweep's lists arrive as ListConfig
         return "[" + ",".join(format_value(v) for v in value) + "]"
     return str(value.value if isinstance(value, Enum) else value)
 

@@ -23,6 +23,9 @@ def test_batch_configs_give_one_setting_per_image(make_cfg):
     assert name_a == "ratio=0.001,content_layer=conv4_2" and name_b == "ratio=0.1,content_layer=conv2_2"
     assert (a.ratio, a.content_layer, b.ratio, b.content_layer) == (1e-3, "conv4_2", 1e-1, "conv2_2")
     assert not a.batch_sweep.ratio and not b.batch_sweep.ratio  # each is a plain, single-image config
+    # a list value is named as it is typed: a folder name without quotes or spaces
+    names = [name for name, _ in batch_configs(make_cfg("batch_sweep.style_layers=[[conv1_1],[conv1_1,conv2_1]]"))]
+    assert names == ["style_layers=[conv1_1]", "style_layers=[conv1_1,conv2_1]"]
 
 
 def _loss_and_gradient(module) -> tuple[torch.Tensor, torch.Tensor]:
