@@ -98,7 +98,7 @@ def grain_vs_amplitude(args: argparse.Namespace) -> dict[str, Any]:
             result = load_image(str(Path(folder) / "run" / name / "result.png"), args.size, "result")
             rows.append({"init": name, "loss_total": m["loss_total"], "grain": float(grain(result, content)[0])})
             print(json.dumps(rows[-1]), flush=True)
-    return {"rows": rows, "size": args.size, "steps": args.steps}
+    return {"rows": rows, "size": args.size, "steps": args.steps, "max_step": float(cfg.optimizer.max_step)}
 
 
 def main() -> None:

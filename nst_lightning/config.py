@@ -115,7 +115,7 @@ class LBFGSConfig:
     name: str = "lbfgs"
     history_size: int = 100  # curvature pairs kept per image
     first_step: float = 2 / 255  # largest pixel change (of [0, 1]) of a step without curvature information
-    max_step: float = 1.0  # no step moves a pixel more than this: keeps an exploding start finite
+    max_step: float = 0.25  # no step moves a pixel more than this: bounds the steps of a badly known curvature
 
 
 @dataclass

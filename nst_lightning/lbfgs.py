@@ -47,10 +47,12 @@ from torch import Tensor
 # The first step moves the most-changed pixel by 2 grey levels (of 255): large enough that the first curvature pair
 # measures the loss's curvature rather than float32 rounding, small enough not to overshoot from a noise start.
 FIRST_STEP = 2.0 / 255.0
-# The whole intensity range in one step: several times the largest steps of normal runs, so it does not bind there,
-# but it bounds the steps taken while the curvature is still badly estimated, which can otherwise run the iterates
-# off to where the loss overflows.
-MAX_STEP = 1.0
+# A quarter of the intensity range in one step: above the steps of a run that has found its curvature, so it does
+# not bind there, but it bounds the steps taken while the curvature is still badly estimated: the doubling
+# steepest-descent steps of a concave start, and the first quasi-Newton steps, which otherwise overshoot (up to 20x
+# the start's loss for one step from a near-flat start) or run the iterates off to where the loss overflows.
+# Measured against 1.0 in benchmarks/README.md.
+MAX_STEP = 0.25
 # cos(s, y) below this is rounding noise, not curvature: for a quadratic with Hessian A, cos(s, A s) >=
 # 2 sqrt(k) / (1 + k) with k = cond(A), so this only rejects pairs claiming a condition number beyond ~4e12, far
 # past what float32 gradients resolve. Negative curvature (s'y <= 0, non-convex regions) is always rejected.

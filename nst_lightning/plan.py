@@ -100,7 +100,7 @@ class NetworkSpec:
 class LBFGSSpec:
     history_size: int = 100
     first_step: float = 2 / 255
-    max_step: float = 1.0
+    max_step: float = 0.25
 
 
 @dataclass(frozen=True)
