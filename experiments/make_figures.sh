@@ -7,7 +7,8 @@
 #   photorealistic study, 10000 for the pathological start; a number runs every study for that many steps.
 # NIGHT: the dark photograph of the photorealistic study (default: hoovertowernight; STYLE is not used there).
 # STUDY: content_layers style_layers tradeoff fig3_grid content_layer_transfer initialisation
-#   initialisation_pathological initialisation_seeds random_network photorealistic style_losses (default: all).
+#   initialisation_pathological initialisation_seeds random_network normalised_network photorealistic style_losses
+#   (default: all).
 set -euo pipefail
 content=${1:-tubingen}
 style=${2:-starry_night}
@@ -16,7 +17,8 @@ steps=${4:-seeds}
 shift $(($# < 4 ? $# : 4))
 studies=("$@")
 [ ${#studies[@]} -gt 0 ] || studies=(content_layers style_layers tradeoff fig3_grid content_layer_transfer
-  initialisation initialisation_pathological initialisation_seeds random_network photorealistic style_losses)
+  initialisation initialisation_pathological initialisation_seeds random_network normalised_network photorealistic
+  style_losses)
 stamp=$(date +%Y-%m-%d_%H-%M-%S)
 quiet=(trainer.enable_progress_bar=false snapshot_every=0)
 L5="conv1_1,conv2_1,conv3_1,conv4_1,conv5_1"
@@ -69,21 +71,24 @@ for study in "${studies[@]}"; do
         "batch_sweep.seed=[0,1,2,3]"
       layout=(--labels "seed 0" "seed 1" "seed 2" "seed 3")
       ;;
-    random_network)
-      # pretrained and random weights, each one batch: textures by style-layer subset (content weight 0),
-      # content reconstructions at conv2_2 and conv4_2 (style weight 0), and the transfer at a matched balance
-      matched=$(python experiments/random_network.py ratio --content "$content" --style "$style" --size "$size")
-      for network in vgg19 vgg19_random; do
+    random_network | normalised_network)
+      # vgg19 and another network (random weights; the paper's normalised VGG19), each one batch: textures by
+      # style-layer subset (content weight 0), content reconstructions at conv2_2 and conv4_2 (style weight 0), and
+      # the transfer, at the ratio that matches vgg19's balance at the white-noise start (measured first)
+      other=vgg19_random
+      [ "$study" = normalised_network ] && other=vgg19_normalised
+      matched=$(python experiments/network_sheet.py ratio --network "$other" --content "$content" --style "$style" \
+        --size "$size")
+      for network in vgg19 "$other"; do
         ratio=1e-3
-        [ "$network" = vgg19_random ] && ratio=$matched
+        [ "$network" = "$other" ] && ratio=$matched
         python -m nst_lightning experiment=random_network "network=$network" "${common[@]}" \
           "hydra.run.dir=$sweep/$network" \
           "batch_sweep.content_weight=[0,0,0,0,0,1,1,$ratio]" "batch_sweep.style_weight=[1,1,1,1,1,0,0,1]" \
           "batch_sweep.content_layer=[conv4_2,conv4_2,conv4_2,conv4_2,conv4_2,conv2_2,conv4_2,conv4_2]" \
           "batch_sweep.style_layers=[[conv1_1],[conv1_1,conv2_1],[conv1_1,conv2_1,conv3_1],[conv1_1,conv2_1,conv3_1,conv4_1],[$L5],[$L5],[$L5],[$L5]]"
       done
-      python experiments/random_network.py sheet "$sweep/vgg19" "$sweep/vgg19_random" \
-        --out experiments/figures/random_network.png
+      python experiments/network_sheet.py sheet "$sweep/vgg19" "$sweep/$other" --out "experiments/figures/$study.png"
       ;;
     photorealistic)  # the slides: a night photograph's look onto a day photograph, content start
       # its style is the dark photograph: $NIGHT, default the built-in hoovertowernight
@@ -97,7 +102,7 @@ for study in "${studies[@]}"; do
       ;;
   esac
   out=experiments/figures/$study.png
-  [ "$study" = random_network ] && out=$sweep/grid.png  # the sheet above is the figure
+  [[ "$study" == *_network ]] && out=$sweep/grid.png  # the sheet above is the figure
   python -m nst_lightning.report "$sweep" --tile 192 --no-sources "${layout[@]}" \
     --out "$out" --losses "experiments/figures/${study}_losses.png" \
     --summary "experiments/figures/${study}_summary.csv"
