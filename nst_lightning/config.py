@@ -105,7 +105,7 @@ class NetworkConfig:
 class InitConfig:
     kind: InitKind = InitKind.noise
     path: str | None = None  # kind=image: the image to start from
-    scale: float = 1.0  # kind=noise: amplitude around mid-grey (1: the paper's uniform [0, 1]); conf/init/noise.yaml
+    scale: float = 0.01  # kind=noise: amplitude around mid-grey (1: the paper's uniform [0, 1]); conf/init/noise.yaml
 
 
 @dataclass
