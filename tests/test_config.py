@@ -69,7 +69,7 @@ DEPTHS = ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
         ("content_layer_transfer", {"ratio": 1e-3}, {"content_layer": 6}),
         ("initialisation", {"ratio": 1e-3}, {"init": 4, "init.path": 1}),
         ("random_network", {"ratio": 1e-3}, {"network": 2}),
-        ("photorealistic", {"init.kind": "content", "steps": 1000}, {}),
+        ("photorealistic", {"init.kind": "content", "steps": 5000, "ratio": 1e-3}, {}),
     ],
 )
 def test_study_presets_compose(name, settings, sweep):

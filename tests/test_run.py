@@ -82,13 +82,16 @@ def test_hparams_list_the_knobs(make_cfg, tmp_path):
     assert hp["alpha"].number_value == pytest.approx(1e-2)
 
 
-def test_same_seed_same_image_other_seed_other_image(make_cfg, tmp_path):
-    run(make_cfg("seed=3"), tmp_path / "a")
-    run(make_cfg("seed=3"), tmp_path / "b")
-    run(make_cfg("seed=4"), tmp_path / "c")
+@pytest.mark.parametrize(("scale", "apart"), [("1.0", 0.05), ("0.01", 0.001)])
+def test_same_seed_same_image_other_seed_other_image(make_cfg, tmp_path, scale, apart):
+    # the seed draws the noise start: white noise (1.0), and the default 1% noise (0.01), whose 6-step results
+    # differ less (measured 0.005 mean absolute difference) but still differ
+    run(make_cfg("seed=3", f"init.scale={scale}"), tmp_path / "a")
+    run(make_cfg("seed=3", f"init.scale={scale}"), tmp_path / "b")
+    run(make_cfg("seed=4", f"init.scale={scale}"), tmp_path / "c")
     a, b, c = (pixels(tmp_path / d / "result.png") for d in "abc")
     assert np.array_equal(a, b)
-    assert np.abs(a - c).mean() > 0.05
+    assert np.abs(a - c).mean() > apart
 
 
 @pytest.mark.parametrize(
