@@ -451,7 +451,9 @@ def build_grid(layout: Layout, tile: int = 256, sources: bool = True) -> Image.I
                     warn(str(exc))
                     img = _placeholder(tile, "no image", g.font_size)
             _paste(canvas, img, g.cell_box(i, j))
-    _draw_text(draw, g.footer_box, run_caption(layout.runs), g.font_size, left=True)
+    x0, y0, _, y1 = g.footer_box
+    right = g.width if sources else g.column_x(max(g.n_cols, 1))  # without sources one column is cut narrower
+    _draw_text(draw, (x0, y0, right - g.pad, y1), run_caption(layout.runs), g.font_size, left=True)
     if not sources:
         # without the two source tiles, a single column needs no room for a second one
         return canvas.crop((0, g.pad + g.label_h + g.tile, g.column_x(max(g.n_cols, 1)), g.height))

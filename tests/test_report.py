@@ -522,5 +522,18 @@ def test_labels_lay_the_runs_out_in_one_labelled_row(tmp_path, capsys):
     for j in range(4):
         x0, y0, x1, y1 = g.cell_box(0, j)
         assert region(grid, (x0, y0 - band, x1, y1 - band)).std() > 30  # each run's image
+    fx0, fy0, _, fy1 = g.footer_box
+    assert has_text(grid, (fx0, fy0 - band, grid.shape[1], fy1 - band))  # "2 steps, 32x27 px"
     assert main([str(tmp_path), "--labels", "a", "b"]) == 2
     assert "--labels gives 2 labels for 4 runs" in capsys.readouterr().err
+    capsys.readouterr()
+    # one run, no sources: the grid is cut to one column, and keeps its footer
+    one = tmp_path / "one"
+    fake_sweep(one, ratios=(1e-3,), layers=("conv4_2",))
+    assert main([str(one), "--tile", "64", "--no-sources", "--labels", "only"]) == 0
+    g1 = grid_geometry(1, 1, 64, [""])
+    band1 = g1.pad + g1.label_h + g1.tile
+    single = pixels(one / "grid.png")
+    assert single.shape[1] == g1.column_x(1)
+    footer = single[g1.footer_box[1] - band1 : g1.footer_box[3] - band1]
+    assert has_text(footer, (0, 0, footer.shape[1], footer.shape[0]))
