@@ -149,7 +149,7 @@ class BatchSweep:
     content_weight: list[float] | None = None
     content_layer: list[str] | None = None
     style_layers: list[list[str]] | None = None
-    style_weights: list[list[float]] | None = None
+    style_weights: list[list[Any]] | None = None  # Any: OmegaConf refuses [[1,2]] as List[List[float]]
     tv_weight: list[float] | None = None
     color_weight: list[float] | None = None
     init: list[InitKind] | None = None  # init.kind of each image

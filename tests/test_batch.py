@@ -28,6 +28,14 @@ def test_batch_configs_give_one_setting_per_image(make_cfg):
     assert names == ["style_layers=[conv1_1]", "style_layers=[conv1_1,conv2_1]"]
 
 
+def test_swept_style_weights_may_be_typed_as_whole_numbers(make_cfg):
+    """batch_sweep.style_weights=[[64,16,4,1,1],...] (ints, as a user types them) gives float weights per image."""
+    cfg = make_cfg("batch_sweep.style_weights=[[64,16,4,1,1],[1,1,1,1,1.5]]")
+    plan = build_plan(cfg)
+    weights = [list(image.weights.style_weights.values()) for image in plan.images]
+    assert weights == [[64.0, 16.0, 4.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0, 1.5]]
+
+
 def _loss_and_gradient(module) -> tuple[torch.Tensor, torch.Tensor]:
     """One evaluation at the initial images: the K total losses and d(sum of them)/d(image)."""
     image = module.image.detach().clone().requires_grad_(True)
