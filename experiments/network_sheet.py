@@ -57,9 +57,7 @@ def start_losses(network: str, content: str, style: str, size: int, seed: int) -
                 f"style={style}",
                 f"size={size}",
                 f"seed={seed}",
-                "init=noise",
-                "init.scale=1.0",
-                "reference_size=null",
+                "recipe=paper",  # avg pooling, equal layer weights, white noise, the exact objective
                 "content_weight=1",
                 "style_weight=1",
                 "metrics=false",

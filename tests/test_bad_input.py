@@ -566,7 +566,7 @@ def test_unknown_key_and_wrong_type_fail_in_hydra():
         (["ratio=-1e-3"], r"ratio=-0.001 is not valid: it must be a finite number >= 0"),
         (["ratio=nan"], r"ratio=nan is not valid"),
         (["ratio=inf"], r"ratio=inf is not valid"),
-        (["ratio=0", "style_weight=0"], r"every loss weight is zero"),
+        (["ratio=0", "style_weight=0", "tv_weight=0"], r"every loss weight is zero"),
         (["size=0"], r"size=0 is not valid"),
         (["steps=-5"], r"steps=-5 is not valid"),
         (["size=15"], r"size=15 is too small for the deepest layer in use: use size >= 16"),

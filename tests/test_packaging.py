@@ -98,5 +98,5 @@ def test_installed_entry_point_composes_config(installed):
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
     assert "content_layer: conv4_2" in proc.stdout
     assert "name: lbfgs" in proc.stdout  # the default optimizer group came from the wheel's conf/
-    assert "pooling: avg" in proc.stdout
+    assert "pooling: max" in proc.stdout
     assert not (cwd / "outputs").exists()  # --cfg prints the config; nothing is run

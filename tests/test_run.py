@@ -48,10 +48,12 @@ def test_default_run_leaves_image_events_and_metrics(make_cfg, tmp_path):
     assert METRIC_KEYS <= set(saved)
     assert saved["steps"] == 6 and saved["size"] == [27, 32] and saved["device"] == "cpu"
     assert set(saved["loss_style_layers"]) == set(cfg.style_layers)
-    alpha = 1e-3 * saved["content_scale"]  # the paper's alpha, scaled so the ratio means what it does at 256 px
+    alpha = 5e-4 * saved["content_scale"]  # the default ratio, scaled so it means what it does at 256 px
     assert saved["content_scale"] == (256 / 32) ** 2
-    assert saved["loss_total"] == pytest.approx(alpha * saved["loss_content"] + saved["loss_style"], rel=1e-5)
-    assert saved["loss_style"] == pytest.approx(sum(0.2 * v for v in saved["loss_style_layers"].values()), rel=1e-5)
+    total = alpha * saved["loss_content"] + saved["loss_style"] + 250 * saved["loss_tv"]
+    assert saved["loss_total"] == pytest.approx(total, rel=1e-5)
+    w = dict(zip(cfg.style_layers, [64 / 86, 16 / 86, 4 / 86, 1 / 86, 1 / 86], strict=True))  # 1/N_l^2, summing to 1
+    assert saved["loss_style"] == pytest.approx(sum(w[k] * v for k, v in saved["loss_style_layers"].items()), rel=1e-5)
     assert metrics["loss_total"] == saved["loss_total"]
 
     acc = events(out)
@@ -100,7 +102,7 @@ def test_same_seed_same_image_other_seed_other_image(make_cfg, tmp_path, scale, 
         ["init=content", "optimizer=adam"],
         ["init=style", "network.pooling=max", "content_layer=conv2_2", "ratio=1e-2"],
         ["network=vgg19_random", "style_layers=[conv1_1,conv2_1]", "style_weights=[0.75,0.25]"],
-        ["tv_weight=10", "style_size=40", "style_weight=2"],
+        ["tv_weight=10", "style_size=40", "style_weight=2", "ratio=1e-3"],
     ],
 )
 def test_overrides_run(make_cfg, tmp_path, overrides):

@@ -7,7 +7,7 @@ set -euo pipefail
 images=$(realpath "${1:-../shared/images}")
 steps=${2:-200}
 out=${3:-outputs/gallery-$(date +%Y-%m-%d_%H-%M-%S)}
-common=(content="$images/tubingen.jpg" size=256 "steps=$steps" snapshot_every=0 trainer.enable_progress_bar=false)
+common=(recipe=paper content="$images/tubingen.jpg" size=256 "steps=$steps" snapshot_every=0 trainer.enable_progress_bar=false)
 starry="$images/starry_night.jpg"
 scream="$images/the_scream.jpg"
 mkdir -p "$out"
