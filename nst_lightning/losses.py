@@ -4,10 +4,10 @@ Every function takes features of shape (B, N_l, H, W) and returns one value per 
 so a batch of independent images gives independent losses.
 
 Large sums: Gram entries grow with M_l (and with the 0-255 input scale), their squared differences
-with the square of that. We therefore form G/M_l from F/sqrt(M_l) and fold the constants:
+with the square of that. We therefore compare G/M_l and fold the constants:
     E_l = 1/(4 N^2 M^2) sum (G - A)^2 = 1/(4 N^2) sum (G/M - A/M)^2,
-which is the same number, kept in a range where float32 neither overflows nor loses digits, even
-at 1024 px. All of this runs in float32, also under bf16 autocast.
+which is the same number, kept in a range where float32 does not overflow, even at 1024 px (G itself, for
+conv1_1 at 1024 px, stays below 1e13). All of this runs in float32, also under bf16 autocast.
 
 Alternative style losses (issue 16), each split into a target computed once from the style image and a loss
 on the generated features, are collected in ``STYLE_LOSSES`` at the end of this module: see ``StyleStatistic``.
@@ -52,18 +52,35 @@ def gram_matrix(features: Tensor) -> Tensor:
     return f_t.transpose(1, 2) @ f_t
 
 
+class _GramOverM(torch.autograd.Function):
+    """F F^T / M from F^T (B, M, N), with the gradient of a symmetric product written out: d(F F^T)/dF applied to
+    dG is (dG + dG^T) F, one matrix product. Autograd would differentiate the two operands of F F^T separately
+    (two products); benchmarks/step_parts.py measures the difference."""
+
+    @staticmethod
+    def forward(ctx: Any, f_t: Tensor) -> Tensor:
+        ctx.save_for_backward(f_t)
+        return (f_t.transpose(1, 2) @ f_t) / f_t.shape[1]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        (f_t,) = ctx.saved_tensors
+        return f_t @ ((grad + grad.transpose(1, 2)) / f_t.shape[1])
+
+
 def gram_over_m(features: Tensor, mask: Tensor | None = None) -> Tensor:
-    """G / M_l, computed as (F / sqrt(M)) (F / sqrt(M))^T so no entry ever holds the raw sum.
+    """G / M_l, shape (B, N, N).
 
     With a ``mask`` (shape (B or 1, 1, H, W), values in [0, 1], at this layer's resolution) the positions
     are weighted by it and M_l becomes the mask's area: the Gram matrix of the masked region only.
     """
     f = _at_least_fp32(features)
     if mask is None:
-        f_t = _positions_by_channels(f) / (f.shape[-2] * f.shape[-1]) ** 0.5
-    else:  # sum_k m_k F_ik F_jk / sum_k m_k: for a binary mask, G over the white positions over their count
-        area = mask.flatten(1).sum(1).clamp_min(1e-6)  # B
-        f_t = _positions_by_channels(f * mask.sqrt()) / area.sqrt()[:, None, None]
+        return _GramOverM.apply(_positions_by_channels(f))
+    # sum_k m_k F_ik F_jk / sum_k m_k: for a binary mask, G over the white positions over their count
+    area = mask.flatten(1).sum(1).clamp_min(1e-6)  # B
+    f_t = _positions_by_channels(f * mask.sqrt()) / area.sqrt()[:, None, None]
     return f_t.transpose(1, 2) @ f_t
 
 

