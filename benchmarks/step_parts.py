@@ -5,6 +5,8 @@
 Four timings of one step's parts at `size`, interleaved and repeated (medians), in one process:
 - network: forward + input-gradient backward of the cut VGG19 alone (benchmarks/run.py's network-only row);
 - objective: the same plus the paper's losses (content at conv4_2, the five Gram matrices and E_l);
+- objective_autograd_gram: the same with G/M as autograd differentiates (F/sqrt(M))^T (F/sqrt(M)), the product's
+  Gram matrix before its hand-written backward;
 - lbfgs: our L-BFGS update alone, with a full history (100 pairs), the gradient given;
 and, from the layer shapes, the floating-point work of the Gram matrices (forward and backward, 4 N_l^2 M_l each)
 against the network's convolutions (forward and input gradient, 2 x 2 x 9 N_in N_out M each), and the bytes the
@@ -88,6 +90,18 @@ def main() -> None:
         loss = 1e-3 * content_loss(f["conv4_2"], p) + sum(0.2 * style_layer_loss(f[n], grams[n]) for n in STYLE)
         loss.sum().backward()
 
+    def autograd_gram(features: torch.Tensor) -> torch.Tensor:
+        f_t = features.movedim(1, -1).flatten(1, 2) / (features.shape[-2] * features.shape[-1]) ** 0.5
+        return f_t.transpose(1, 2) @ f_t
+
+    def objective_autograd_gram() -> None:
+        image.grad = None
+        f = network(image)
+        style = sum(
+            0.2 * (autograd_gram(f[n]) - grams[n]).pow(2).flatten(1).sum(1) / (4 * f[n].shape[1] ** 2) for n in STYLE
+        )
+        (1e-3 * content_loss(f["conv4_2"], p) + style).sum().backward()
+
     x = torch.rand_like(content).requires_grad_(True)
     optimiser = LBFGS([x], history_size=100)
     a = torch.rand_like(content) + 0.5  # a diagonal quadratic: every pair is accepted
@@ -103,19 +117,25 @@ def main() -> None:
     def update() -> None:
         optimiser.step(lambda: (setattr(x, "grad", gradient.clone()), torch.ones(1))[1])
 
-    times: dict[str, list[float]] = {"network": [], "objective": [], "lbfgs": []}
-    for fn in (network_only, objective, update):  # warm-up
+    parts = {
+        "network": network_only,
+        "objective": objective,
+        "objective_autograd_gram": objective_autograd_gram,
+        "lbfgs": update,
+    }
+    times: dict[str, list[float]] = {name: [] for name in parts}
+    for fn in parts.values():  # warm-up
         fn()
     for _ in range(args.repeats):
-        times["network"].append(timed(network_only))
-        times["objective"].append(timed(objective))
-        times["lbfgs"].append(timed(update))
+        for name, fn in parts.items():
+            times[name].append(timed(fn))
     med = {k: statistics.median(v) for k, v in times.items()}
     h, w = content.shape[-2:]
     result = {
         "size": [h, w],
         "seconds": med,
         "objective_over_network": med["objective"] / med["network"],
+        "objective_autograd_gram_over_network": med["objective_autograd_gram"] / med["network"],
         "objective_plus_lbfgs_over_network": (med["objective"] + med["lbfgs"]) / med["network"],
         "lbfgs_share_of_network": med["lbfgs"] / med["network"],
         "flops": flops(h, w),
