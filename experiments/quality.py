@@ -3,6 +3,7 @@
     python experiments/quality.py balance --sizes 128 256 512 --steps 200     # -> experiments/quality_balance.json
     python experiments/quality.py grain --size 256 --steps 300                # -> experiments/quality_grain.json
     python experiments/quality.py pooling --size 256                         # -> experiments/quality_pooling.json
+    python experiments/quality.py paintings --size 512                       # -> experiments/quality_paintings.json
 
 balance: one content/style pair at each size, with the default size-invariant balance (reference_size=256) and
 with the paper's exact objective (reference_size=null). For each final image: the content error per position,
@@ -15,6 +16,10 @@ a look that holds keeps the relative errors, not the absolute ones.
 pooling: the size of each term's target under average and max pooling, with the original weights: |P|^2 / 2 of
 the content at conv4_2 and, per style layer, |A_l / M_l|^2 / 4N_l^2 (E_l of an all-zero image). Which layers a
 style loss can move depends on these.
+
+paintings: the default objective's targets at --size for each painting of the gallery (beside --content): how
+large sum_l w_l |A_l / M_l|^2 / 4N_l^2 is for each, and relative to starry_night. At one ratio, a painting with
+smaller targets pulls less against the photo.
 
 grain: one batched run from noise starts of several amplitudes (init.scale; 1 = the paper's white noise in
 [0, 1]); for each result, the final loss and the grain of nst_lightning.metrics.grain (mean squared Laplacian
@@ -139,6 +144,19 @@ def pooling(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def paintings(args: argparse.Namespace) -> dict[str, Any]:
+    names = ["starry_night", "the_scream", "shipwreck", "seated-nude"]
+    energies = {name: target_energies(args.content, str(SHARED / f"{name}.jpg"), args.size) for name in names}
+    reference = energies["starry_night"]["style"]
+    out = {
+        "size": args.size,
+        "style": {name: e["style"] for name, e in energies.items()},
+        "starry_night_over": {name: reference / e["style"] for name, e in energies.items()},
+    }
+    print(json.dumps(out, indent=2))
+    return out
+
+
 def grain_vs_amplitude(args: argparse.Namespace) -> dict[str, Any]:
     scales = ",".join(map(str, args.scales))
     with tempfile.TemporaryDirectory() as folder:
@@ -161,7 +179,7 @@ def grain_vs_amplitude(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["balance", "grain", "pooling"])
+    parser.add_argument("what", choices=["balance", "grain", "pooling", "paintings"])
     parser.add_argument("--content", default=str(SHARED / "tubingen.jpg"))
     parser.add_argument("--style", default=str(SHARED / "starry_night.jpg"))
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512])
@@ -170,7 +188,8 @@ def main() -> None:
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.3, 0.1, 0.01])
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    result = {"balance": balance, "grain": grain_vs_amplitude, "pooling": pooling}[args.what](args)
+    run_it = {"balance": balance, "grain": grain_vs_amplitude, "pooling": pooling, "paintings": paintings}[args.what]
+    result = run_it(args)
     result.update(content=args.content.split("/")[-1], style=args.style.split("/")[-1], argv=sys.argv[1:])
     out = args.out or HERE / f"quality_{args.what}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
