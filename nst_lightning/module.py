@@ -165,12 +165,15 @@ class StyleTransfer(L.LightningModule):
             broken = self.active & ~(torch.isfinite(total) & stepped_to)
             self.diverged_at.copy_(torch.where(broken, self.step_count - 1, self.diverged_at))
             self.active.logical_and_(~broken)
-        self.restore_broken()
+        self.restore_broken(stepped_to)
 
     @torch.no_grad()
-    def restore_broken(self) -> None:
-        """A diverged image, or one left non-finite by an aborted step, goes back to its last finite state."""
-        keep = self.active.view(-1, 1, 1, 1) & torch.isfinite(self.image).flatten(1).all(1).view(-1, 1, 1, 1)
+    def restore_broken(self, finite: Tensor | None = None) -> None:
+        """A diverged image, or one left non-finite by an aborted step, goes back to its last finite state.
+        ``finite``: which images have only finite pixels, if the caller has it already."""
+        if finite is None:
+            finite = torch.isfinite(self.image).flatten(1).all(1)
+        keep = (self.active & finite).view(-1, 1, 1, 1)
         self.image.copy_(torch.where(keep, self.image, self.last_finite))
 
     def _graph_step(self) -> None:
