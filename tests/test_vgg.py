@@ -439,3 +439,24 @@ def test_jcjohnson_preset_is_neural_style_luas_loss_term_for_term():
         a_over_m = (a.flatten(2)[0] @ a.flatten(2)[0].T) / a[0, 0].numel()
         ours = ours + w * style_layer_loss(f, a_over_m)
     assert ours.item() == pytest.approx(jc.item(), rel=1e-4)
+
+
+def test_default_balance_is_jcjohnsons_at_512_px():
+    """The defaults weigh the terms as neural_style.lua does, up to one overall factor: the same w_l ratios
+    (1/N_l^2) and, at 512 px, an alpha within 4% of jcjohnson's times that factor (ratio 2e-4 rounds 1.94e-4)."""
+    from conftest import compose_cfg
+
+    from nst_lightning.plan import build_plan
+
+    ours, jc = compose_cfg("size=512"), compose_cfg("experiment=jcjohnson")
+    plan_ours, plan_jc = build_plan(ours), build_plan(jc)
+    w_ours, w_jc = plan_ours.images[0].weights, plan_jc.images[0].weights
+    factor = w_ours.beta * w_ours.style_weights["conv5_1"] / (w_jc.beta * w_jc.style_weights["conv5_1"])
+    for name in ours.style_layers:
+        assert w_ours.beta * w_ours.style_weights[name] == pytest.approx(
+            factor * w_jc.beta * w_jc.style_weights[name], rel=1e-12
+        )
+    alpha_ours = w_ours.alpha * plan_ours.stages[-1].content_scale
+    alpha_jc = w_jc.alpha * plan_jc.stages[-1].content_scale
+    assert plan_ours.stages[-1].content_scale == 0.25 and plan_jc.stages[-1].content_scale == 1.0
+    assert alpha_ours / (factor * alpha_jc) == pytest.approx(1.0, abs=0.04)
