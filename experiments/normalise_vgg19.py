@@ -236,7 +236,8 @@ def floor_study(factors: dict[str, torch.Tensor], pairs: list[tuple[str, str]], 
     """The guard for near-silent filters (nst_lightning.vgg.floor_factors) at each of FLOORS: how many filters each
     style layer floors, the largest share of E_l one filter carries at a white-noise start (seed 0), each layer's
     share of L_style and the ratio matching vgg19's balance at ratio 1e-3, per image pair."""
-    out: dict = {"size": size, "seeds": [0, 1, 2, 3, 4], "pairs": [f"{Path(c).stem} x {Path(s).stem}" for c, s in pairs], "floors": {}}
+    names = [f"{Path(c).stem} x {Path(s).stem}" for c, s in pairs]
+    out: dict = {"size": size, "seeds": [0, 1, 2, 3, 4], "pairs": names, "floors": {}}
     for floor in FLOORS:
         floored = floor_factors(factors, floor)
         row: dict = {
