@@ -342,9 +342,10 @@ def test_ctrl_c_while_starting_up_is_one_line(images, tmp_path, monkeypatch):
 
 def test_ctrl_c_right_after_start_is_one_line_exit_130(images, tmp_path):
     """A real SIGINT as soon as the job starts (Hydra has written .hydra/): torch, Lightning and the weights are
-    still loading."""
+    still loading. Many steps: on a loaded machine a 1-step run could finish before the signal lands."""
     out = tmp_path / "run"
-    proc = _start([f"content={images['content']}", f"style={images['style']}", *TINY, f"hydra.run.dir={out}"], tmp_path)
+    args = [f"content={images['content']}", f"style={images['style']}", *TINY, "steps=100000", f"hydra.run.dir={out}"]
+    proc = _start(args, tmp_path)
     _wait_for(out / ".hydra" / "overrides.yaml", proc)
     proc.send_signal(signal.SIGINT)
     output = proc.communicate(timeout=120)[0]
