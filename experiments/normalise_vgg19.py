@@ -243,9 +243,9 @@ def floor_study(factors: dict[str, torch.Tensor], pairs: list[tuple[str, str]], 
         row: dict = {
             "filters floored per style layer": {n: int((floored[n] != factors[n]).sum()) for n in STYLE_LAYERS}
         }
-        for content, style in pairs:
+        for name, (content, style) in zip(names, pairs, strict=True):
             at = start_balance(size, range(5), floored, content, style)
-            row[f"{Path(content).stem} x {Path(style).stem}"] = {
+            row[name] = {
                 "largest share of E_l carried by one filter [filter, share] (seed 0)": at["normalised"][
                     "largest share of E_l carried by one filter [filter, share] (seed 0)"
                 ],
