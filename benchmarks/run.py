@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import platform
 import re
@@ -63,7 +64,7 @@ from nst_lightning.vgg import build_vgg19
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import features  # this folder is not a package
 from plain_loop import build_objective, network_only, objective_loss, plain_style_transfer, scaled_torch_lbfgs
-from standard import PaperLoss, standard_style_transfer
+from standard import PaperLoss, StandardRun, standard_style_transfer
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_IMAGES = ROOT.parent / "shared" / "images"
@@ -117,6 +118,9 @@ class Settings:
     multiscale_size: int = 512
     multiscale_steps: int = 200  # the single-scale run; its final loss is the target
     multiscale_coarse_steps: int = 100  # at half size, ~1/4 of the cost of a full-size step
+    setup_size: int = 64  # set-up: a tiny run, as a fresh process, in this process and as a multirun's jobs
+    setup_steps: int = 5
+    setup_jobs: int = 3
     seed: int = 0
 
 
@@ -147,6 +151,9 @@ QUICK = Settings(
     multiscale_size=64,
     multiscale_steps=4,
     multiscale_coarse_steps=4,
+    setup_size=32,
+    setup_steps=2,
+    setup_jobs=2,
 )
 
 
@@ -347,9 +354,43 @@ class OursRun:
     steps: int
 
 
-def ours(cfg: DictConfig, warmup: int, keep: Iterable[int] = ()) -> OursRun:
+class Lockstep(StepClock):
+    """A StepClock that runs one step of another contender after each of ours, and times it apart. On a shared
+    machine whose speed drifts over minutes (this CPU's 256 px step took 330 ms in one minute and 480 ms a few
+    minutes later, nothing else running here), the two contenders' steps then see the same moments, and each
+    pair of steps is at the same history fill."""
+
+    def __init__(self, other: Callable[[int], None], keep: Iterable[int] = ()) -> None:
+        super().__init__(keep)
+        self.other = other  # other(n): the other contender's step n (1-based)
+        self.other_stamps: list[tuple[Stamp, Stamp]] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        super().on_train_batch_end(trainer, pl_module, *args)
+        before = now()
+        self.other(len(self.stamps))
+        self.other_stamps.append((before, now()))
+
+    def timings(self, warmup: int) -> dict[str, Timing]:
+        """Seconds per step after ``warmup`` steps of each: ours from the other's previous step end to our step's
+        end (Lightning's loop included), the other's between the stamps around it."""
+        ours = [(a[1], b) for a, b in zip(self.other_stamps[warmup - 1 : -1], self.stamps[warmup:], strict=False)]
+        other = self.other_stamps[warmup:]
+        return {"ours": durations(ours), "other": durations(other)}
+
+
+def durations(pairs: list[tuple[Stamp, Stamp]]) -> Timing:
+    wall = [b.wall - a.wall for a, b in pairs]
+    return {
+        "wall": statistics.median(wall),
+        "cpu": statistics.median(b.cpu - a.cpu for a, b in pairs),
+        "wall_mean": statistics.fmean(wall),
+    }
+
+
+def ours(cfg: DictConfig, warmup: int, keep: Iterable[int] = (), clock: StepClock | None = None) -> OursRun:
     """One run of the product (nst_lightning.run.run, into a temporary folder) with a StepClock."""
-    clock = StepClock(keep)
+    clock = clock or StepClock(keep)
     with tempfile.TemporaryDirectory(prefix="nst_bench_run_") as folder:
         started = time.perf_counter()
         metrics = nst_run.run(cfg, Path(folder) / "run", callbacks=[clock])
@@ -579,8 +620,31 @@ def standard_at(
         images.setdefault("standard", kept)
         return seconds
 
-    log(f"standard {size} px: {pairs} x (ours, standard), {steps} steps each, losses after {checkpoints} steps")
-    times = alternate({"ours": run_ours, "standard": run_standard}, pairs, deadline)
+    def run_lockstep() -> dict[str, Timing]:
+        other = StandardRun(paper, shape, seed, DEVICE)
+        kept: dict[int, torch.Tensor] = {}
+
+        def step(n: int) -> None:
+            other.step()
+            if n in checkpoints:
+                kept[n] = other.image()
+
+        clock = Lockstep(step, keep=checkpoints)
+        r = ours(cfg, warmup, clock=clock)
+        images.setdefault("ours", r.images)
+        images.setdefault("standard", kept)
+        timings = clock.timings(warmup)
+        return {"ours": timings["ours"], "standard": timings["other"]}
+
+    if DEVICE == "cpu":  # one step of each in turn, in one run (Lockstep)
+        log(f"standard {size} px: {pairs} x (ours and standard in lockstep), {steps} steps, losses after {checkpoints}")
+        times: dict[str, list[Timing]] = {"ours": [], "standard": []}
+        for _ in range(pairs):
+            for name, timing in run_lockstep().items():
+                times[name].append(timing)
+    else:  # on CUDA ours replays a CUDA graph and is timed by events on the stream: whole runs in turn
+        log(f"standard {size} px: {pairs} x (ours, standard), {steps} steps each, losses after {checkpoints} steps")
+        times = alternate({"ours": run_ours, "standard": run_standard}, pairs, deadline)
     start = white_noise(shape, seed)
     with torch.no_grad():  # 1.0: the standard's loss is our objective (its float32 sums in another order)
         objective_check = float(paper(start.to(DEVICE) * 255)) / objective_loss(measure, start)[0]
@@ -1071,6 +1135,38 @@ def table(results: dict[str, Any]) -> str:
                 + ("" if m["reached"] else " (not reached)"),
             )
         )
+    if "setup" in d:
+        st = d["setup"]
+        imports = st["imports_s"]
+        rows.append(
+            (
+                "set-up, fresh process (s)",
+                f"{st['process']['to_first_step_s']:.2f}",
+                f"{imports['torch, torch._dynamo']:.2f}",
+                f"{st['process']['to_first_step_s'] / imports['torch, torch._dynamo']:.2f}",
+                f"start to first step, {st['process']['size']} px; other: python -c 'import torch, torch._dynamo' "
+                "(Lightning's floor); target 3 s",
+            )
+        )
+        rows.append(
+            (
+                "set-up, imports (s)",
+                f"{imports['nst_lightning.run']:.2f}",
+                f"{imports['lightning']:.2f}",
+                f"{imports['nst_lightning.run'] / imports['lightning']:.2f}",
+                f"import nst_lightning.run, import lightning (torch alone {imports['torch']:.2f})",
+            )
+        )
+        later = st["multirun"]["later_jobs_s"]
+        rows.append(
+            (
+                "set-up, later jobs of a multirun (s)",
+                f"{max(later):.2f}",
+                f"{st['in_process']['again_in_process']['to_first_step_s']:.2f}",
+                "-",
+                "previous job's last step to this job's first step (max); other: run() again; target 1 s",
+            )
+        )
     peaks = results.get("peak_rss_mb", {})
     for precision in sorted(peaks, key=lambda p: p != "fp32"):  # fp32 first, sizes ascending (JSON sorts keys)
         for size, mb in sorted(peaks[precision].items(), key=lambda item: int(item[0])):
@@ -1283,45 +1379,112 @@ def snapshot_times(tensorboard: Path) -> dict[int, float]:
     return {event.step: event.wall_time for event in acc.Images("image")}
 
 
+def process_setup(size: int, steps: int, seed: int, content: Path, style: Path, folder: Path, timeout: float) -> dict:
+    """A fresh `python -m nst_lightning size=<size> steps=<steps>` (snapshot_every=1): seconds from the process
+    start to the end of its first step, read from the wall time of its step-1 snapshot in TensorBoard."""
+    run_dir = folder / "setup_process"
+    args = [f"content={content}", f"style={style}", f"size={size}", f"steps={steps}", f"seed={seed}"]
+    args += ["snapshot_every=1", "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"]
+    started = time.time()
+    proc = subprocess.run(
+        [sys.executable, "-m", "nst_lightning", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+    total = time.time() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"python -m nst_lightning failed ({proc.returncode}): {(proc.stdout + proc.stderr)[-1500:]}")
+    walls = snapshot_times(run_dir / "tensorboard")
+    return {
+        "to_train_start_s": walls[0] - started,
+        "to_first_step_s": walls[1] - started,
+        "process_s": total,
+        "size": size,
+        "steps": steps,
+    }
+
+
+def multirun_setup(
+    size: int, steps: int, jobs: int, content: Path, style: Path, folder: Path, timeout: float
+) -> dict[str, Any]:
+    """`python -m nst_lightning -m seed=0,..,jobs-1` in one process (Hydra's basic launcher): for each job after the
+    first, the seconds from the previous job's last step to this job's first step (the previous job's outputs,
+    Hydra's job set-up, our set-up, one step), from the runs' snapshot wall times in TensorBoard."""
+    sweep = folder / "setup_multirun"
+    args = [f"content={content}", f"style={style}", f"size={size}", f"steps={steps}", "snapshot_every=1"]
+    args += ["trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep}", "seed=" + ",".join(map(str, range(jobs)))]
+    started = time.time()
+    proc = subprocess.run(
+        [sys.executable, "-m", "nst_lightning", "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"the multirun failed ({proc.returncode}): {(proc.stdout + proc.stderr)[-1500:]}")
+    walls = [snapshot_times(sweep / "tensorboard" / f"seed={j}") for j in range(jobs)]
+    later = [walls[j][1] - walls[j - 1][max(walls[j - 1])] for j in range(1, jobs)]
+    return {
+        "first_job_to_first_step_s": walls[0][1] - started,
+        "later_jobs_s": later,
+        "process_s": time.time() - started,
+        "size": size,
+        "steps": steps,
+    }
+
+
+# What the imports cost before any of our code runs: each a fresh interpreter, best of three. Lightning imports
+# torch._dynamo at module level (lightning/fabric/wrappers.py), so "torch, torch._dynamo" is a floor for any
+# Lightning run.
+IMPORTS = {
+    "python": "pass",
+    "torch": "import torch",
+    "torch, torch._dynamo": "import torch, torch._dynamo",
+    "lightning": "import lightning",
+    "nst_lightning.run": "import nst_lightning.run",
+}
+
+
+def import_seconds(statement: str, trials: int = 3) -> float:
+    best = math.inf
+    for _ in range(trials):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", statement], cwd=ROOT, check=True, capture_output=True, timeout=120)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def setup(s: Settings, content: Path, style: Path, folder: Path) -> dict[str, Any]:
+    """Set-up on this machine: the import floor, a fresh process to its first step, a run in this process (first
+    and again), and the later jobs of a multirun."""
+    imports = {name: import_seconds(statement) for name, statement in IMPORTS.items()}
+    log("imports (s): " + ", ".join(f"{k} {v:.2f}" for k, v in imports.items()))
+    process = process_setup(s.setup_size, s.setup_steps, s.seed, content, style, folder, timeout=300)
+    log(f"set-up, fresh process: start to first step {process['to_first_step_s']:.2f} s")
+    cfg = make_cfg(content, style, s.setup_size, s.setup_steps, f"seed={s.seed}")
+    in_process = {}
+    for label in ("first_in_process", "again_in_process"):
+        r = ours(cfg, 1)
+        in_process[label] = {"to_train_start_s": r.to_train_start, "to_first_step_s": r.to_first_step}
+    log(f"set-up in this process: {in_process}")
+    multirun = multirun_setup(s.setup_size, s.setup_steps, s.setup_jobs, content, style, folder, timeout=600)
+    log(f"multirun: later jobs {multirun['later_jobs_s']}")
+    return {"imports_s": imports, "process": process, "in_process": in_process, "multirun": multirun}
+
+
 def gpu_setup_process(
     g: GpuSettings, content: Path, style: Path, folder: Path, deadline: float, put: Callable[[str, Any], None]
 ) -> None:
-    """A fresh `python -m nst_lightning size=64 steps=5` (snapshot_every=1): seconds from the process start to the
-    end of its first step, read from the wall time of its step-1 snapshot in TensorBoard; and the imports alone."""
+    """A fresh `python -m nst_lightning size=64 steps=5` (snapshot_every=1) to its first step, and the imports alone."""
     started = time.time()
     proc = subprocess.run(
         [sys.executable, "-c", "import nst_lightning.run"], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     import_s = time.time() - started if proc.returncode == 0 else None
     put("import_s", import_s if import_s is not None else f"failed: {proc.stderr[-500:]}")
-    run_dir = folder / "setup_process"
-    args = [f"content={content}", f"style={style}", f"size={g.setup_size}", f"steps={g.setup_steps}", f"seed={g.seed}"]
-    args += ["snapshot_every=1", "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"]
-    started = time.time()
-    proc = subprocess.run(
-        [sys.executable, "-m", "nst_lightning", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=max(30.0, deadline - time.perf_counter() + 30),
-    )
-    total = time.time() - started
-    if proc.returncode != 0:
-        raise RuntimeError(f"python -m nst_lightning failed ({proc.returncode}): {(proc.stdout + proc.stderr)[-1500:]}")
-    walls = snapshot_times(run_dir / "tensorboard")
-    result = {
-        "to_train_start_s": walls[0] - started,
-        "to_first_step_s": walls[1] - started,
-        "process_s": total,
-        "size": g.setup_size,
-        "steps": g.setup_steps,
-    }
+    timeout = max(30.0, deadline - time.perf_counter() + 30)
+    result = process_setup(g.setup_size, g.setup_steps, g.seed, content, style, folder, timeout)
     put("process", result)
     log(
         f"set-up, fresh process: start to first step {result['to_first_step_s']:.2f} s "
         f"(to the training loop {result['to_train_start_s']:.2f} s; python -c 'import nst_lightning.run' alone "
         f"{'-' if import_s is None else f'{import_s:.2f}'} s), "
-        f"whole process {total:.2f} s"
+        f"whole process {result['process_s']:.2f} s"
     )
 
 
@@ -1495,7 +1658,7 @@ def gpu_main(args: argparse.Namespace) -> None:
     log(f"wrote {out}")
 
 
-PARTS = ("overhead", "standard", "stall", "bf16", "pastiche", "memory", "batched", "multiscale")
+PARTS = ("overhead", "standard", "stall", "bf16", "pastiche", "memory", "batched", "multiscale", "setup")
 
 
 def main() -> None:
@@ -1570,6 +1733,14 @@ def main() -> None:
         if "multiscale" in parts:
             details["multiscale"] = coarse_to_fine(s, content, style, folder)
             results["multiscale_time_ratio"] = details["multiscale"]["time_ratio"]
+        if "setup" in parts:
+            details["setup"] = setup(s, content, style, folder)
+            results["setup_seconds"] = {
+                "process_to_first_step": details["setup"]["process"]["to_first_step_s"],
+                "import_floor_torch_dynamo": details["setup"]["imports_s"]["torch, torch._dynamo"],
+                "again_in_process": details["setup"]["in_process"]["again_in_process"]["to_first_step_s"],
+                "multirun_later_job_max": max(details["setup"]["multirun"]["later_jobs_s"]),
+            }
     results["details"] = details
     results["seconds"] = time.perf_counter() - started
     results["machine"]["load_average_at_end"] = os.getloadavg()

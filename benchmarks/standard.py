@@ -72,6 +72,38 @@ def white_noise_pixels(shape: tuple[int, ...], seed: int) -> Tensor:
     return 255.0 * torch.rand(shape, generator=torch.Generator().manual_seed(seed))
 
 
+class StandardRun:
+    """The standard loop one step at a time: white noise, then ``step()`` = one closure evaluation and one update."""
+
+    def __init__(
+        self, loss: PaperLoss, shape: tuple[int, ...], seed: int = 0, device: str | torch.device = "cpu"
+    ) -> None:
+        self.loss = loss
+        self.pixels = white_noise_pixels(shape, seed).to(device).requires_grad_(True)
+        self.optimizer = torch.optim.LBFGS(
+            [self.pixels],
+            lr=1,
+            max_iter=1,
+            history_size=100,
+            line_search_fn=None,
+            tolerance_grad=-1,
+            tolerance_change=-1,
+        )
+
+    def closure(self) -> Tensor:
+        self.optimizer.zero_grad()
+        value = self.loss(self.pixels)
+        value.backward()
+        return value
+
+    def step(self) -> None:
+        self.optimizer.step(self.closure)
+
+    def image(self) -> Tensor:
+        """The image in [0, 1] units, (1, 3, H, W) on the CPU."""
+        return (self.pixels.detach() / 255.0).cpu()
+
+
 def standard_style_transfer(
     loss: PaperLoss,
     shape: tuple[int, ...],
@@ -83,22 +115,12 @@ def standard_style_transfer(
 ) -> dict[int, Tensor]:
     """``steps`` L-BFGS steps from white noise; the image in [0, 1] units after each step in ``keep`` (and after the
     last), as {step: (1, 3, H, W) on the CPU}. ``on_step(i)`` after step i (0-based)."""
-    pixels = white_noise_pixels(shape, seed).to(device).requires_grad_(True)
-    optimizer = torch.optim.LBFGS(
-        [pixels], lr=1, max_iter=1, history_size=100, line_search_fn=None, tolerance_grad=-1, tolerance_change=-1
-    )
-
-    def closure() -> Tensor:
-        optimizer.zero_grad()
-        value = loss(pixels)
-        value.backward()
-        return value
-
+    run = StandardRun(loss, shape, seed, device)
     wanted, images = {*keep, steps}, {}
     for i in range(steps):
-        optimizer.step(closure)
+        run.step()
         if on_step is not None:
             on_step(i)
         if i + 1 in wanted:
-            images[i + 1] = (pixels.detach() / 255.0).cpu()
+            images[i + 1] = run.image()
     return images
