@@ -21,6 +21,7 @@ from typing import BinaryIO
 
 from PIL import Image
 
+from nst_lightning import painter
 from nst_lightning.errors import NSTError
 from nst_lightning.files import atomic_write, file_sha256
 from nst_lightning.painter import brushstrokes
@@ -105,7 +106,22 @@ def _grace_hopper() -> Image.Image:
 
 @functools.lru_cache(maxsize=1)
 def _default_brushstrokes() -> Image.Image:
-    return brushstrokes(512, 0)
+    """The default style, kept as a PNG in the cache folder: painting it takes about half a second, reading it back
+    a few milliseconds, and it is the style of every run that names none. The file name holds a digest of the
+    painter's source, so a changed painter paints again; an unreadable file is painted again and replaced."""
+    digest = hashlib.sha256(Path(painter.__file__).read_bytes()).hexdigest()[:16]
+    path = _default_cache_dir() / "builtin" / f"brushstrokes-512-0-{digest}.png"
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except Exception:  # absent, truncated or not an image: paint it
+        pass
+    image = brushstrokes(512, 0)
+    try:
+        atomic_write(path, lambda f: image.save(f, format="PNG"))
+    except OSError:  # a read-only cache only costs the painting next time
+        pass
+    return image
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -78,6 +78,29 @@ def test_open_builtin_brushstrokes_is_the_default_painting_and_a_fresh_copy():
     assert open_builtin("brushstrokes").tobytes() != img.tobytes()
 
 
+def test_default_painting_is_kept_on_disk_and_read_back_not_repainted(monkeypatch, tmp_path):
+    import nst_lightning.builtin_images as builtin
+
+    monkeypatch.setenv("NST_LIGHTNING_CACHE", str(tmp_path))
+    builtin._default_brushstrokes.cache_clear()
+    painted = open_builtin("brushstrokes")
+    (kept,) = (tmp_path / "builtin").glob("brushstrokes-512-0-*.png")
+
+    def no_painting(*args, **kwargs):
+        raise AssertionError("painted again although the cache holds the painting")
+
+    monkeypatch.setattr(builtin, "brushstrokes", no_painting)
+    builtin._default_brushstrokes.cache_clear()
+    assert open_builtin("brushstrokes").tobytes() == painted.tobytes()  # PNG: the very same pixels
+
+    kept.write_bytes(kept.read_bytes()[:100])  # a truncated file is painted again and replaced
+    monkeypatch.setattr(builtin, "brushstrokes", brushstrokes)
+    builtin._default_brushstrokes.cache_clear()
+    assert open_builtin("brushstrokes").tobytes() == painted.tobytes()
+    assert kept.stat().st_size > 100_000
+    builtin._default_brushstrokes.cache_clear()  # later tests get the default cache folder again
+
+
 def test_unknown_name_is_one_line_nst_error_listing_valid_names():
     with pytest.raises(NSTError) as info:
         open_builtin("mona_lisa")
