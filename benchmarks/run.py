@@ -118,6 +118,8 @@ class Settings:
     multiscale_size: int = 512
     multiscale_steps: int = 200  # the single-scale run; its final loss is the target
     multiscale_coarse_steps: int = 100  # at half size, ~1/4 of the cost of a full-size step
+    seeds: tuple[int, ...] = (0, 1, 2, 3)  # the `seeds` part: the standard comparison from these starts
+    seeds_sizes: tuple[int, ...] = (128, 256)
     setup_size: int = 64  # set-up: a tiny run, as a fresh process, in this process and as a multirun's jobs
     setup_steps: int = 5
     setup_jobs: int = 3
@@ -151,6 +153,8 @@ QUICK = Settings(
     multiscale_size=64,
     multiscale_steps=4,
     multiscale_coarse_steps=4,
+    seeds=(0, 1),
+    seeds_sizes=(32,),
     setup_size=32,
     setup_steps=2,
     setup_jobs=2,
@@ -355,28 +359,30 @@ class OursRun:
 
 
 class Lockstep(StepClock):
-    """A StepClock that runs one step of another contender after each of ours, and times it apart. On a shared
-    machine whose speed drifts over minutes (this CPU's 256 px step took 330 ms in one minute and 480 ms a few
-    minutes later, nothing else running here), the two contenders' steps then see the same moments, and each
-    pair of steps is at the same history fill."""
+    """A StepClock that runs one step of each other contender after each of ours, and times each apart. On a
+    shared machine whose speed drifts over minutes (this CPU's 256 px step took 330 ms in one minute and 480 ms a
+    few minutes later, nothing else running here), the contenders' steps then see the same moments, and each
+    round of steps is at the same history fill."""
 
-    def __init__(self, other: Callable[[int], None], keep: Iterable[int] = ()) -> None:
+    def __init__(self, others: dict[str, Callable[[int], None]], keep: Iterable[int] = ()) -> None:
         super().__init__(keep)
-        self.other = other  # other(n): the other contender's step n (1-based)
-        self.other_stamps: list[tuple[Stamp, Stamp]] = []
+        self.others = others  # name -> step(n): that contender's step n (1-based)
+        self.other_stamps: dict[str, list[tuple[Stamp, Stamp]]] = {name: [] for name in others}
+        self.round_ends: list[Stamp] = []
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         super().on_train_batch_end(trainer, pl_module, *args)
-        before = now()
-        self.other(len(self.stamps))
-        self.other_stamps.append((before, now()))
+        for name, step in self.others.items():
+            before = now()
+            step(len(self.stamps))
+            self.other_stamps[name].append((before, now()))
+        self.round_ends.append(now())
 
     def timings(self, warmup: int) -> dict[str, Timing]:
-        """Seconds per step after ``warmup`` steps of each: ours from the other's previous step end to our step's
-        end (Lightning's loop included), the other's between the stamps around it."""
-        ours = [(a[1], b) for a, b in zip(self.other_stamps[warmup - 1 : -1], self.stamps[warmup:], strict=False)]
-        other = self.other_stamps[warmup:]
-        return {"ours": durations(ours), "other": durations(other)}
+        """Seconds per step after ``warmup`` steps of each: ours from the previous round's end to our step's end
+        (Lightning's loop included), the others' between the stamps around each."""
+        ours = list(zip(self.round_ends[warmup - 1 : -1], self.stamps[warmup:], strict=False))
+        return {"ours": durations(ours)} | {name: durations(st[warmup:]) for name, st in self.other_stamps.items()}
 
 
 def durations(pairs: list[tuple[Stamp, Stamp]]) -> Timing:
@@ -623,22 +629,28 @@ def standard_at(
     def run_lockstep() -> dict[str, Timing]:
         other = StandardRun(paper, shape, seed, DEVICE)
         kept: dict[int, torch.Tensor] = {}
+        network = measure.network
+        x = white_noise(shape, seed).to(DEVICE)
 
-        def step(n: int) -> None:
+        def standard_step(n: int) -> None:
             other.step()
             if n in checkpoints:
                 kept[n] = other.image()
 
-        clock = Lockstep(step, keep=checkpoints)
+        clock = Lockstep(
+            {"standard": standard_step, "network_only": lambda n: network_only(network, x, 1)}, keep=checkpoints
+        )
         r = ours(cfg, warmup, clock=clock)
         images.setdefault("ours", r.images)
         images.setdefault("standard", kept)
-        timings = clock.timings(warmup)
-        return {"ours": timings["ours"], "standard": timings["other"]}
+        return clock.timings(warmup)
 
-    if DEVICE == "cpu":  # one step of each in turn, in one run (Lockstep)
-        log(f"standard {size} px: {pairs} x (ours and standard in lockstep), {steps} steps, losses after {checkpoints}")
-        times: dict[str, list[Timing]] = {"ours": [], "standard": []}
+    if DEVICE == "cpu":  # one step of each in turn, in one run (Lockstep), and the network alone beside them
+        log(
+            f"standard {size} px: {pairs} x (ours, standard and the network alone in lockstep), {steps} steps, "
+            f"losses after {checkpoints}"
+        )
+        times: dict[str, list[Timing]] = {"ours": [], "standard": [], "network_only": []}
         for _ in range(pairs):
             for name, timing in run_lockstep().items():
                 times[name].append(timing)
@@ -657,6 +669,7 @@ def standard_at(
         "cpu_seconds_per_step": medians(times, "cpu"),
         "trials": times,
         "step_ratio": wall["ours"] / wall["standard"],
+        **({"network_only_ratio": wall["ours"] / wall["network_only"]} if "network_only" in wall else {}),
         "start_loss": objective_loss(measure, start)[0],
         "loss": {name: {str(n): v for n, v in by_step.items()} for name, by_step in losses.items()},
         "loss_ratio": {str(n): losses["ours"][n] / losses["standard"][n] for n in checkpoints},
@@ -672,6 +685,7 @@ def standard_at(
             for n in checkpoints
         )
         + f"; objective check {objective_check:.6f}"
+        + (f"; ours / network alone {result['network_only_ratio']:.3f}" if "network_only_ratio" in result else "")
     )
     return result
 
@@ -683,6 +697,25 @@ def standard(s: Settings, content: Path, style: Path) -> dict[str, Any]:
         )
         for size in s.standard_sizes
     }
+
+
+def standard_seeds(s: Settings, content: Path, style: Path) -> dict[str, Any]:
+    """The standard comparison from several white-noise starts: whether ours ends above or below the standard after
+    100 and 300 steps is the start's luck or a bias of the optimiser."""
+    out: dict[str, Any] = {}
+    for size in s.seeds_sizes:
+        runs = {
+            str(seed): standard_at(size, s.standard_checkpoints, s.standard_warmup, 1, content, style, seed)
+            for seed in s.seeds
+        }
+        out[str(size)] = {
+            "loss_ratio": {
+                str(n): {seed: r["loss_ratio"][str(n)] for seed, r in runs.items()} for n in s.standard_checkpoints
+            },
+            "step_ratio": {seed: r["step_ratio"] for seed, r in runs.items()},
+            "loss": {seed: r["loss"] for seed, r in runs.items()},
+        }
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -1046,6 +1079,16 @@ def table(results: dict[str, Any]) -> str:
                 "ours / torch.optim.LBFGS on the raw loss, 0-255 pixels; < 1 better",
             )
         )
+        if "network_only_ratio" in r:
+            rows.append(
+                (
+                    f"network only {size} px, lockstep (s/step)",
+                    f"{sps['ours']:.4f}",
+                    f"{sps['network_only']:.4f}",
+                    f"{r['network_only_ratio']:.3f}",
+                    f"ours / the network alone, beside the standard over {r['steps']} steps; target <= 1.05 at 256 px",
+                )
+            )
         for n, ratio in r["loss_ratio"].items():
             rows.append(
                 (
@@ -1054,6 +1097,19 @@ def table(results: dict[str, Any]) -> str:
                     f"{loss['standard'][n]:.4g}",
                     f"{ratio:.4f}",
                     "ours / standard, paper's exact objective (reference_size=null); < 1 better",
+                )
+            )
+    for size, r in d.get("seeds", {}).items():
+        for n, by_seed in r["loss_ratio"].items():
+            ratios = list(by_seed.values())
+            rows.append(
+                (
+                    f"standard {size} px, loss after {n}, {len(ratios)} seeds",
+                    f"{min(ratios):.4f}",
+                    f"{max(ratios):.4f}",
+                    f"{math.exp(statistics.fmean(math.log(x) for x in ratios)):.4f}",
+                    "ours / standard: lowest, highest, geometric mean; per seed "
+                    + ", ".join(f"{seed}: {x:.4f}" for seed, x in by_seed.items()),
                 )
             )
     if "stall" in d:
@@ -1658,7 +1714,7 @@ def gpu_main(args: argparse.Namespace) -> None:
     log(f"wrote {out}")
 
 
-PARTS = ("overhead", "standard", "stall", "bf16", "pastiche", "memory", "batched", "multiscale", "setup")
+PARTS = ("overhead", "standard", "stall", "bf16", "pastiche", "memory", "batched", "multiscale", "setup", "seeds")
 
 
 def main() -> None:
@@ -1678,7 +1734,7 @@ def main() -> None:
         "--gpu", action="store_true", help="the GPU part alone (~4 min on an H100), its JSON rewritten as it goes"
     )
     parser.add_argument(
-        "--sizes", type=int, nargs="+", help="the sizes of the overhead and standard parts (default: 128 256 512)"
+        "--sizes", type=int, nargs="+", help="sizes of the overhead, standard and seeds parts (default: 128 256 512)"
     )
     parser.add_argument(
         "--images", type=Path, help="a folder with tubingen.jpg and starry_night.jpg (default: ../shared/images)"
@@ -1686,7 +1742,8 @@ def main() -> None:
     args = parser.parse_args()
     s = QUICK if args.quick else FULL
     if args.sizes:
-        s = replace(s, overhead_sizes=tuple(args.sizes), standard_sizes=tuple(args.sizes))
+        sizes = tuple(args.sizes)
+        s = replace(s, overhead_sizes=sizes, standard_sizes=sizes, seeds_sizes=sizes)
     parts = set(args.only or PARTS)
     register_configs()
     for name in ("lightning.pytorch", "lightning.fabric"):  # "GPU available: False", tips: not benchmark output
@@ -1733,6 +1790,9 @@ def main() -> None:
         if "multiscale" in parts:
             details["multiscale"] = coarse_to_fine(s, content, style, folder)
             results["multiscale_time_ratio"] = details["multiscale"]["time_ratio"]
+        if "seeds" in parts:
+            details["seeds"] = standard_seeds(s, content, style)
+            results["standard_loss_ratio_seeds"] = {k: v["loss_ratio"] for k, v in details["seeds"].items()}
         if "setup" in parts:
             details["setup"] = setup(s, content, style, folder)
             results["setup_seconds"] = {
