@@ -109,7 +109,7 @@ def _default_brushstrokes() -> Image.Image:
     """The default style, kept as a PNG in the cache folder: painting it takes about half a second, reading it back
     a few milliseconds, and it is the style of every run that names none. The file name holds a digest of the
     painter's source, so a changed painter paints again; an unreadable file is painted again and replaced."""
-    digest = hashlib.sha256(Path(painter.__file__).read_bytes()).hexdigest()[:16]
+    digest = file_sha256(painter.__file__)[:16]
     path = _default_cache_dir() / "builtin" / f"brushstrokes-512-0-{digest}.png"
     try:
         with Image.open(path) as img:
