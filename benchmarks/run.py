@@ -362,9 +362,8 @@ class OursRun:
 
 class Lockstep(StepClock):
     """A StepClock that runs one step of each other contender after each of ours, and times each apart. On a
-    shared machine whose speed drifts over minutes (this CPU's 256 px step took 330 ms in one minute and 480 ms a
-    few minutes later, nothing else running here), the contenders' steps then see the same moments, and each
-    round of steps is at the same history fill."""
+    shared machine whose speed drifts over minutes (benchmarks/README.md, session 10), the contenders' steps then
+    see the same moments, and each round of steps is at the same history fill."""
 
     def __init__(self, others: dict[str, Callable[[int], None]], keep: Iterable[int] = ()) -> None:
         super().__init__(keep)
@@ -383,7 +382,7 @@ class Lockstep(StepClock):
     def timings(self, warmup: int) -> dict[str, Timing]:
         """Seconds per step after ``warmup`` steps of each: ours from the previous round's end to our step's end
         (Lightning's loop included), the others' between the stamps around each."""
-        ours = list(zip(self.round_ends[warmup - 1 : -1], self.stamps[warmup:], strict=False))
+        ours = list(zip(self.round_ends[warmup - 1 : -1], self.stamps[warmup:], strict=True))
         return {"ours": durations(ours)} | {name: durations(st[warmup:]) for name, st in self.other_stamps.items()}
 
 
@@ -1109,7 +1108,7 @@ def table(results: dict[str, Any]) -> str:
                     f"standard {size} px, loss after {n}, {len(ratios)} seeds",
                     f"{min(ratios):.4f}",
                     f"{max(ratios):.4f}",
-                    f"{math.exp(statistics.fmean(math.log(x) for x in ratios)):.4f}",
+                    f"{statistics.geometric_mean(ratios):.4f}",
                     "ours / standard: lowest, highest, geometric mean; per seed "
                     + ", ".join(f"{seed}: {x:.4f}" for seed, x in by_seed.items()),
                 )
