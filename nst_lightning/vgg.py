@@ -375,9 +375,9 @@ def floor_factors(factors: dict[str, Tensor], floor: float) -> dict[str, Tensor]
     """Each divisor raised to at least ``floor`` x its layer's median divisor (0: the factors as they are).
 
     The guard for near-silent filters. A filter that barely fires on the calibration set gets a divisor far below
-    its layer's (conv3_1's filter 85: 0.3% of the median), so normalising multiplies it some 300x against its
-    neighbours, and its Gram entries some 1e5x. Wherever a picture does excite it (white noise does), that one
-    filter then carries nearly all of E_l and the optimiser serves it alone (experiments/normalise_vgg19.json).
+    its layer's, so normalising lifts it far above its neighbours, and its Gram entries by the square of that.
+    Wherever a picture does excite it (white noise does), that one filter then carries nearly all of E_l and the
+    optimiser serves it alone (measured in experiments/normalise_vgg19.json, study 6b of experiments/README.md).
     Every filter at or above the floor still averages 1 on the calibration set; one below averages under 1.
     """
     if floor == 0:
