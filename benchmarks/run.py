@@ -1737,6 +1737,7 @@ def main() -> None:
     parser.add_argument(
         "--sizes", type=int, nargs="+", help="sizes of the overhead, standard and seeds parts (default: 128 256 512)"
     )
+    parser.add_argument("--bf16-size", type=int, help="the bf16 part's size (default: 512 with native bf16, else 128)")
     parser.add_argument(
         "--images", type=Path, help="a folder with tubingen.jpg and starry_night.jpg (default: ../shared/images)"
     )
@@ -1745,6 +1746,8 @@ def main() -> None:
     if args.sizes:
         sizes = tuple(args.sizes)
         s = replace(s, overhead_sizes=sizes, standard_sizes=sizes, seeds_sizes=sizes)
+    if args.bf16_size:
+        s = replace(s, bf16_size=args.bf16_size, bf16_size_native=args.bf16_size)
     parts = set(args.only or PARTS)
     register_configs()
     for name in ("lightning.pytorch", "lightning.fabric"):  # "GPU available: False", tips: not benchmark output
