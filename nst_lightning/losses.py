@@ -437,6 +437,9 @@ def _quantile(sorted_values: Tensor, levels: Tensor) -> Tensor:
     return table.gather(1, i0) * (1 - frac) + table.gather(1, i1) * frac
 
 
+SLICED_CHUNK = 8  # projections sorted at once without autograd: the sort's copies are a few feature maps' size
+
+
 @_float32_region
 def sliced_wasserstein_loss(
     features: Tensor, mask: Tensor | None = None, *, style: Tensor, projections: Tensor
@@ -454,6 +457,13 @@ def sliced_wasserstein_loss(
     level (W_<i + w_i/2)/W (W_<i the weights before it, W their sum) and its squared difference counts w_i/W.
     The sort permutation is piecewise constant: the gradient is that of the matched pairs.
     """
+    p = projections.shape[1]
+    if not torch.is_grad_enabled() and p > SLICED_CHUNK:  # measured only: the mean over P, a few at a time
+        parts = projections.split(SLICED_CHUNK, 1)
+        return sum(
+            sliced_wasserstein_loss(features, mask, style=style, projections=part) * (part.shape[1] / p)
+            for part in parts
+        )
     f = _positions_by_channels(_at_least_fp32(features))
     v = projections.to(f.dtype)
     x = f @ v  # B, M, P
@@ -486,16 +496,23 @@ def mrf_target(features: Tensor, *, max_patches: int = 1024, seed: int = 0, patc
     return {"patches": p, "normalised": p / p.norm(dim=1, keepdim=True).clamp_min(1e-12)}
 
 
+MRF_CHUNK_BYTES = 2**28  # the cross-correlations of one chunk of style patches: bounded, whatever the size
+
+
 @torch.no_grad()
 @_float32_region
-def mrf_matches(features: Tensor, normalised: Tensor, chunk: int = 256) -> Tensor:
+def mrf_matches(features: Tensor, normalised: Tensor, chunk: int | None = None) -> Tensor:
     """NN(i) = argmax_j psi_i . psi_j^s / (|psi_i| |psi_j^s|) for every k x k patch i of the generated features:
     a convolution with the normalised style patches (|psi_i| does not change the argmax), ``chunk`` style patches
-    at a time, a running maximum. Returns (B, L) long, L = (H - k + 1)(W - k + 1) in row-major order."""
+    at a time (default: as many as keep one chunk's correlations within ``MRF_CHUNK_BYTES``), a running maximum.
+    Returns (B, L) long, L = (H - k + 1)(W - k + 1) in row-major order."""
     f = _at_least_fp32(features.detach())
     n = f.shape[1]
     k = round((normalised.shape[1] / n) ** 0.5)
     kernels = normalised.reshape(-1, n, k, k).to(f.dtype)
+    if chunk is None:
+        correlations = f.shape[0] * (f.shape[2] - k + 1) * (f.shape[3] - k + 1) * f.element_size()
+        chunk = max(1, min(256, MRF_CHUNK_BYTES // max(1, correlations)))
     best_value, best_index = None, None
     for start in range(0, kernels.shape[0], chunk):
         value, index = F.conv2d(f, kernels[start : start + chunk]).max(1)
@@ -529,7 +546,9 @@ def mrf_loss(
     patch size N k^2: the mean squared difference per patch entry. The sum over patches is computed without
     unfolding the generated features: sum_i w_i |psi_i|^2 = sum_p c_p |f_p|^2 (c_p: the weights of the patches
     covering position p) and sum_i w_i psi_i . t_i = sum_p f_p . fold(w t)_p, so autograd keeps only (N, H, W)
-    tensors. The matches are piecewise constant: the gradient holds them fixed.
+    tensors. fold(w t) is summed one of the k^2 patch offsets at a time, and |t_i|^2 is gathered from the style
+    patches' norms, so the matched patches (B, L, N k^2: 1.8 GB at conv1_1 of a 1024 x 768 image) never exist
+    whole. The matches are piecewise constant: the gradient holds them fixed.
     """
     f = _at_least_fp32(features)
     n, h, w_ = f.shape[1:]
@@ -539,17 +558,23 @@ def mrf_loss(
         return f.flatten(1).sum(1) * 0.0
     if matches is None:
         matches = mrf_matches(f, normalised)
-    t = patches.to(f.dtype)[matches]  # B, L, N k^2: the matched style patches
+    lh, lw = h - k + 1, w_ - k + 1
     if mask is None:
-        weights = torch.ones(1, t.shape[1], dtype=f.dtype, device=f.device)
+        weights = torch.ones(1, lh * lw, dtype=f.dtype, device=f.device)
     else:
         c = k // 2
-        weights = _at_least_fp32(mask)[..., c : c + h - k + 1, c : c + w_ - k + 1].flatten(1)
+        weights = _at_least_fp32(mask)[..., c : c + lh, c : c + lw].flatten(1)
+    style = patches.to(f.dtype)
     cover = F.fold(weights[:, None, :].expand(-1, k * k, -1), (h, w_), k)  # B|1, 1, H, W
-    folded = F.fold((weights[..., None] * t).transpose(1, 2), (h, w_), k)  # B, N, H, W
+    folded = torch.zeros(matches.shape[0], n, h, w_, dtype=f.dtype, device=f.device)  # fold(w t): B, N, H, W
+    by_offset = style.view(-1, n, k, k)
+    for dy in range(k):
+        for dx in range(k):
+            part = (weights[..., None] * by_offset[:, :, dy, dx][matches]).transpose(1, 2)  # B, N, L
+            folded[:, :, dy : dy + lh, dx : dx + lw] += part.reshape(-1, n, lh, lw)
     own = (f.pow(2).sum(1, keepdim=True) * cover).flatten(1).sum(1)
     cross = (f * folded).flatten(1).sum(1)
-    matched = (weights * t.pow(2).sum(-1)).sum(1)
+    matched = (weights * style.pow(2).sum(1)[matches]).sum(1)
     return (own - 2.0 * cross + matched) / (weights.sum(1).clamp_min(1e-12) * d)
 
 

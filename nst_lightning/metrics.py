@@ -27,6 +27,7 @@ downloaded here; everything above runs offline with the VGG19 weights shipped in
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import sys
@@ -171,11 +172,17 @@ def measure(
     weights = _normalised_blend(blend, len(styles))
 
     with torch.autocast(device_type=device.type, enabled=False):
+        # One image's features at a time, reduced at once to what the panel needs: at the end of a run this
+        # shares the memory with everything the run still holds.
+        reference = network(content)[CONTENT_LAYER].float()
+        targets: dict[tuple[str, str], list[dict[str, Tensor]]] = {}
+        for style in styles:
+            features = network(style)
+            for (name, statistic), layer in itertools.product(STYLE_LOSSES.items(), STYLE_EVAL_LAYERS):
+                targets.setdefault((name, layer), []).append(statistic.make_target(features[layer].float(), {}))
+            del features
         ours = network(result)
-        theirs = network(content)
-        style_features = [network(style) for style in styles]
         panel: dict[str, float] = {}
-        reference = theirs[CONTENT_LAYER].float()
         error = (ours[CONTENT_LAYER].float() - reference).norm() / reference.norm().clamp_min(1e-12)
         panel["content_feature_error"] = float(error)
         panel["content_ssim"] = _ssim(result, content)
@@ -183,9 +190,9 @@ def measure(
             total = torch.zeros((), device=device)
             for layer in STYLE_EVAL_LAYERS:
                 x = ours[layer].float()
-                targets = [statistic.make_target(f[layer].float(), {}) for f in style_features]
+                target = blended_targets(statistic, targets[name, layer], weights)
                 inputs = statistic.make_step_inputs(x.shape, METRIC_SEED, 0, device)
-                loss = blended_layer_loss(statistic, x, None, blended_targets(statistic, targets, weights), inputs)
+                loss = blended_layer_loss(statistic, x, None, target, inputs)
                 total = total + loss[0] / len(STYLE_EVAL_LAYERS)
             panel[f"style_{name}"] = float(total)
         projections = draw_projections(3, COLOR_PROJECTIONS, METRIC_SEED, 0, device)

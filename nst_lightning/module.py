@@ -167,6 +167,13 @@ class StyleTransfer(L.LightningModule):
             self.active.logical_and_(~broken)
         self.restore_broken(stepped_to)
 
+    def release_optimiser(self) -> None:
+        """Free the optimiser's state (L-BFGS: 2 m images per image) and the captured step, once no step follows:
+        the end-of-run measures run in that memory instead of on top of it."""
+        self.graph = None
+        if (optimiser := getattr(self, "inner_optimizer", None)) is not None:  # None: stopped before the first step
+            optimiser.state.clear()
+
     @torch.no_grad()
     def restore_broken(self, finite: Tensor | None = None) -> None:
         """A diverged image, or one left non-finite by an aborted step, goes back to its last finite state.

@@ -26,7 +26,7 @@ from nst_lightning.callbacks import (
 from nst_lightning.errors import NSTError
 from nst_lightning.files import write_json
 from nst_lightning.layout import ImageRun, image_runs
-from nst_lightning.memory import check_memory, slow_precision_warning
+from nst_lightning.memory import bf16_tip, check_memory, slow_precision_warning
 from nst_lightning.module import StyleTransfer
 from nst_lightning.objective import Objective
 from nst_lightning.plan import RunPlan, Stage, build_plan, resume_config
@@ -165,6 +165,8 @@ def run(
     check_memory(plan)  # a run that cannot fit is refused now, with the estimate, not killed later
     if slow := slow_precision_warning(plan):
         log.warning(slow)
+    elif tip := bf16_tip(plan):
+        log.info(tip)
     run_dir = Path(run_dir)
     for done in ("result.png", "metrics.json"):
         if (run_dir / done).exists():

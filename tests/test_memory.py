@@ -116,6 +116,34 @@ def test_run_logs_the_half_precision_warning(make_cfg, monkeypatch, caplog, tmp_
     assert (tmp_path / "run" / "result.png").is_file()
 
 
+@pytest.mark.parametrize(
+    ("flags", "overrides", "tipped"),
+    [
+        ({"amx_bf16", "avx512f"}, ["size=256"], True),
+        ({"amx_bf16"}, ["size=512", "trainer.precision=32"], True),
+        ({"avx512_bf16", "avx512f"}, ["size=256"], False),  # bf16 without AMX: not measured
+        (set(), ["size=256"], False),
+        ({"amx_bf16"}, ["size=128"], False),
+        ({"amx_bf16"}, ["size=256", "trainer.precision=bf16-mixed"], False),
+    ],
+)
+def test_bf16_tip_on_a_cpu_with_amx(make_cfg, monkeypatch, flags, overrides, tipped):
+    monkeypatch.setattr(memory, "cpu_flags", lambda: flags)
+    tip = memory.bf16_tip(make_cfg(*overrides))
+    if tipped:
+        assert tip.startswith("this CPU has AMX bf16 instructions: trainer.precision=bf16-mixed")
+    else:
+        assert tip is None
+
+
+def test_run_logs_the_bf16_tip(make_cfg, monkeypatch, caplog, tmp_path):
+    monkeypatch.setattr(memory, "cpu_flags", lambda: {"amx_bf16"})
+    monkeypatch.setattr(memory, "BF16_TIP_MIN_SIZE", 32)
+    with caplog.at_level("INFO", logger="nst_lightning.run"):
+        run(make_cfg("steps=1"), tmp_path / "run")
+    assert sum("trainer.precision=bf16-mixed" in r.getMessage() for r in caplog.records) == 1
+
+
 def test_huge_size_refused_through_the_cli_in_seconds(images, tmp_path):
     """size=20000 (about 1.5 TB) stops before any image is decoded or network built: one line, exit code 2."""
     env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "NST_SKIP_MEMORY_CHECK")}

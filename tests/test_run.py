@@ -258,3 +258,26 @@ def test_every_run_ends_with_the_objective_independent_panel(make_cfg, tmp_path)
     events = EventAccumulator(str(tmp_path / "b" / "tensorboard" / names[0]))
     events.Reload()
     assert events.Tags()["tensors"] or events.Tags()["scalars"]
+
+
+def test_the_panel_runs_after_the_results_are_saved_and_the_history_is_freed(make_cfg, tmp_path, monkeypatch):
+    """The end-of-run measures come last: the images are on disk and the L-BFGS history is released before them,
+    so a panel that fails (or runs out of memory) loses nothing and shares the memory the history held."""
+    import nst_lightning.run as run_module
+
+    seen = {}
+
+    def failing_panel(module):
+        def panel(images):
+            seen["state"] = len(module.inner_optimizer.state)
+            seen["saved"] = sorted(p.parent.name for p in (tmp_path / "b").rglob("result.png"))
+            raise MemoryError("the panel ran out of memory")
+
+        return panel
+
+    monkeypatch.setattr(run_module, "_panel", failing_panel)
+    with pytest.raises(MemoryError):
+        run(make_cfg("metrics=true", "steps=3", "batch_sweep.ratio=[1e-3,1e3]"), tmp_path / "b")
+    assert seen == {"state": 0, "saved": ["ratio=0.001", "ratio=1000.0"]}
+    for name in seen["saved"]:
+        assert max(Image.open(tmp_path / "b" / name / "result.png").size) == 32  # size=32: the long side

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from nst_lightning import losses
 from nst_lightning.errors import NSTError
 from nst_lightning.losses import (
     STYLE_LOSSES,
@@ -222,6 +223,19 @@ def test_sliced_wasserstein_along_a_channel_is_the_1d_distance_and_matches_other
     # a style with fewer samples: the generated samples' levels are interpolated between the style's
     half = sliced_wasserstein_loss(x, **sliced_wasserstein_target(s[..., :3]), projections=projections)
     assert half.item() > 0 and math.isfinite(half.item())
+
+
+def test_sliced_wasserstein_without_autograd_sorts_a_few_projections_at_a_time_to_the_same_value():
+    x, s = features(seed=1), features(seed=2)
+    projections = draw_projections(4, 2 * losses.SLICED_CHUNK + 3, seed=0).double()  # chunks of 8, 8 and 3
+    mask = torch.rand(1, 1, *x.shape[-2:], generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    target = sliced_wasserstein_target(s)
+    for m in (None, mask):
+        whole = sliced_wasserstein_loss(x.requires_grad_(), m, **target, projections=projections)
+        with torch.no_grad():
+            chunked = sliced_wasserstein_loss(x, m, **target, projections=projections)
+        assert whole.requires_grad and not chunked.requires_grad
+        assert chunked.item() == pytest.approx(whole.item(), rel=1e-12)
 
 
 def test_draw_projections_are_unit_and_reproducible():
