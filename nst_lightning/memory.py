@@ -15,8 +15,8 @@ the other, and each frees what it used):
   - ``activations``: every feature map of the cut network that autograd keeps for the backward pass, at the
     run's precision, times ``BACKWARD_FACTOR`` for the gradients and temporaries of the backward pass;
   - ``gram``: per style layer, the float32 copy F/sqrt(M) the Gram matrix is formed from, and the N x N matrices;
-  - ``optimizer``: L-BFGS history, 2 x min(history_size, steps) vectors of the image's size in float32, plus a
-    few working vectors (Adam: two moments);
+  - ``optimizer``: L-BFGS history, 2 x history_size vectors of the image's size in float32 (allocated and zeroed
+    whole at the first step, so resident however few steps run), plus a few working vectors (Adam: two moments);
 
 - ``targets``: how much more than the optimisation the target pass needs: the network run once, without
   gradients, over the content and over each style image *at the style's own size* (``style_size``,
@@ -116,7 +116,7 @@ def memory_parts(
     by_name = {name: (c, m) for name, c, m in maps}
     gram = sum(4 * (by_name[n][0] * by_name[n][1] + 4 * by_name[n][0] ** 2) for n in style_layers) * images
     if optimizer == "lbfgs":
-        opt_bytes = (2 * min(history_size, steps) + 4) * pixels * 4 * images
+        opt_bytes = (2 * history_size + 4) * pixels * 4 * images
     else:
         opt_bytes = 2 * pixels * 4 * images
     optimisation = int(activations * BACKWARD_FACTOR) + gram + opt_bytes

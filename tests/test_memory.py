@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from nst_lightning import memory
 from nst_lightning.errors import NSTError
@@ -35,9 +36,10 @@ def test_estimate_parts_follow_the_settings():
     one, four = memory_parts(512, 512), memory_parts(512, 512, images=4)
     assert four["activations"] == 4 * one["activations"]
     assert four["optimizer"] == 4 * one["optimizer"]
-    # L-BFGS keeps 2 x min(history_size, steps) vectors of the image's size, float32
-    short, long = memory_parts(512, 512, steps=2), memory_parts(512, 512, steps=300, history_size=100)
+    # L-BFGS keeps 2 x history_size vectors of the image's size, float32, from the first step on
+    short, long = memory_parts(512, 512, history_size=2), memory_parts(512, 512, steps=2, history_size=100)
     assert long["optimizer"] - short["optimizer"] == 2 * (100 - 2) * 3 * 512 * 512 * 4
+    assert memory_parts(512, 512, steps=300)["optimizer"] == long["optimizer"]
     assert memory_parts(512, 512, optimizer="adam")["optimizer"] < long["optimizer"]
     # bf16 halves the activations kept for backward (on a GPU, or a CPU with bf16 instructions; elsewhere the
     # float32 fallback keeps both copies); the Gram matrices stay float32
@@ -86,6 +88,24 @@ def test_history_size_is_suggested_when_it_would_fit(make_cfg, monkeypatch):
     monkeypatch.setattr(memory, "available_bytes", lambda device: small_history)
     with pytest.raises(NSTError, match=r"or optimizer.history_size=(19|20)\b"):
         check_memory(cfg)
+
+
+def test_the_optimizer_part_covers_what_lbfgs_holds_after_one_step():
+    from nst_lightning.lbfgs import LBFGS
+
+    image = torch.rand(2, 3, 12, 16, requires_grad=True)
+    optimizer = LBFGS([image], history_size=7)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = image.square().sum((1, 2, 3))
+        loss.sum().backward()
+        return loss
+
+    optimizer.step(closure)
+    held = sum(v.numel() * v.element_size() for v in optimizer.state[image].values() if torch.is_tensor(v))
+    estimate = memory_parts(12, 16, images=2, history_size=7, steps=1)["optimizer"]
+    assert 2 * 2 * 7 * image[0].numel() * 4 <= held <= estimate
 
 
 def test_skip_switch(make_cfg, monkeypatch):
