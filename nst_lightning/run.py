@@ -165,8 +165,6 @@ def run(
     check_memory(plan)  # a run that cannot fit is refused now, with the estimate, not killed later
     if slow := slow_precision_warning(plan):
         log.warning(slow)
-    elif tip := bf16_tip(plan):
-        log.info(tip)
     run_dir = Path(run_dir)
     for done in ("result.png", "metrics.json"):
         if (run_dir / done).exists():
@@ -182,6 +180,8 @@ def run(
         final = i == len(plan.stages) - 1
         folder = run_dir if final else run_dir / "stages" / f"{i}_{stage.size}px"
         module = build_module(plan, stage, start)
+        if i == 0 and (tip := bf16_tip(plan)):  # once the inputs have loaded: never ahead of an error about them
+            log.info(tip)
         info: dict[str, Any] = {"content_scale": stage.content_scale}  # the paper's alpha times this was used
         if len(plan.stages) > 1:
             info.update(stage=i, stages=[[s.size, s.steps] for s in plan.stages])
