@@ -36,6 +36,15 @@ from nst_lightning.vgg import build_network
 log = logging.getLogger(__name__)
 
 
+def _not_an_advert(record: logging.LogRecord) -> bool:
+    """Lightning prints a "💡 Tip" for its paid services at every Trainer: once per run and stage, not our users'
+    concern."""
+    return not str(record.msg).startswith("💡 Tip")
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_an_advert)
+
+
 def configure_device(plan: RunPlan) -> None:
     """CUDA: TF32 convolutions (fp32 sums) unless engine.tf32=false; cuDNN picks the fastest kernels for the
     run's fixed shapes. Matmuls stay fp32: L-BFGS's curvature products need the digits."""

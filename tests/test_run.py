@@ -281,3 +281,10 @@ def test_the_panel_runs_after_the_results_are_saved_and_the_history_is_freed(mak
     assert seen == {"state": 0, "saved": ["ratio=0.001", "ratio=1000.0"]}
     for name in seen["saved"]:
         assert max(Image.open(tmp_path / "b" / name / "result.png").size) == 32  # size=32: the long side
+
+
+def test_lightning_adverts_are_not_logged(make_cfg, tmp_path, caplog):
+    with caplog.at_level("INFO"):
+        run(make_cfg("steps=1"), tmp_path / "run")
+    lightning = [r.getMessage() for r in caplog.records if r.name.startswith("lightning")]
+    assert lightning and not any("💡" in message for message in lightning)  # its other lines still come
