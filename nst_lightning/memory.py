@@ -15,6 +15,8 @@ the other, and each frees what it used):
   - ``activations``: every feature map of the cut network that autograd keeps for the backward pass, at the
     run's precision, times ``BACKWARD_FACTOR`` for the gradients and temporaries of the backward pass;
   - ``gram``: per style layer, the float32 copy F/sqrt(M) the Gram matrix is formed from, and the N x N matrices;
+  - ``style_loss``: what another style statistic (``style_loss=...``) keeps and needs, per element of the style
+    layers' features;
   - ``optimizer``: L-BFGS history, 2 x history_size vectors of the image's size in float32 (allocated and zeroed
     whole at the first step, so resident however few steps run), plus a few working vectors (Adam: two moments);
 
@@ -47,6 +49,10 @@ from nst_lightning.vgg import LAYERS, layer_channels
 # gradients and temporaries as a multiple of the activations kept for it.
 RUNTIME_BYTES = {"cpu": 840 * 2**20, "cuda": 256 * 2**20}
 BACKWARD_FACTOR = 2.0
+# What a style loss other than gram keeps for its backward pass and needs in temporaries, in bytes per element of
+# the style layers' features: calibrated at 1024 px with some margin (benchmarks/README.md, "Memory"). gram's own
+# float32 copies and N x N matrices are the ``gram`` part, counted for every loss.
+STYLE_LOSS_BYTES = {"mean_std": 10, "mmd": 4, "gaussian_w2": 14, "sliced_wasserstein": 16, "mrf": 10}
 HALF_PRECISIONS = ("bf16-mixed", "bf16-true", "16-mixed", "16-true", "bf16", "16")
 SKIP_ENV = "NST_SKIP_MEMORY_CHECK"
 
@@ -93,6 +99,7 @@ def memory_parts(
     styles: list[tuple[int, int]] | None = None,
     extra_channels: int = 0,
     decode: int = 0,
+    style_loss: str = "gram",
 ) -> dict[str, int]:
     """The estimated peak of a run, part by part, in bytes (see the module docstring); their sum is the estimate.
 
@@ -100,7 +107,8 @@ def memory_parts(
     those with a Gram matrix (default: every layer but the first, the content layer, as in the default list).
     ``styles``: (height, width) of each style image as the network sees it (default: one, the content's shape);
     ``extra_channels``: channels of other content-sized inputs held throughout (a mask 1, a temporal target 3,
-    the content's colours 3); ``decode``: the host bytes of decoding the largest input (``decode_bytes``).
+    the content's colours 3); ``decode``: the host bytes of decoding the largest input (``decode_bytes``);
+    ``style_loss``: the statistic matched at the style layers (``STYLE_LOSS_BYTES``).
     """
     style_layers = list(layers[1:] if style_layers is None else style_layers)
     styles = [(height, width)] if styles is None else list(styles)
@@ -115,11 +123,12 @@ def memory_parts(
     activations = sum(c * m for _, c, m in maps) * act_bytes * images
     by_name = {name: (c, m) for name, c, m in maps}
     gram = sum(4 * (by_name[n][0] * by_name[n][1] + 4 * by_name[n][0] ** 2) for n in style_layers) * images
+    statistic = STYLE_LOSS_BYTES.get(style_loss, 0) * sum(by_name[n][0] * by_name[n][1] for n in style_layers) * images
     if optimizer == "lbfgs":
         opt_bytes = (2 * history_size + 4) * pixels * 4 * images
     else:
         opt_bytes = 2 * pixels * 4 * images
-    optimisation = int(activations * BACKWARD_FACTOR) + gram + opt_bytes
+    optimisation = int(activations * BACKWARD_FACTOR) + gram + statistic + opt_bytes
     targets = max(target_pass_bytes(h, w, layers, style_layers) for h, w in [(height, width), *styles])
     held = (3 * images + 1) * pixels + sum(3 * h * w for h, w in styles) + extra_channels * height * width
     return {
@@ -127,6 +136,7 @@ def memory_parts(
         "weights": int(weights * (1.5 if half else 1.0)),
         "activations": int(activations * BACKWARD_FACTOR),
         "gram": gram,
+        "style_loss": statistic,
         "optimizer": opt_bytes,
         "images": held * 4,
         "targets": max(0, targets - optimisation),
@@ -313,6 +323,7 @@ def check_memory(plan_or_cfg: RunPlan | Any) -> int | None:
             styles=[resized_shape(style, style_side) for style in styles],
             extra_channels=extra,
             decode=max(loads),
+            style_loss=str(getattr(plan.style_loss.name, "value", plan.style_loss.name)),
         )
 
     needed, available = estimate(long_side), available_bytes(device)

@@ -108,6 +108,22 @@ def test_the_optimizer_part_covers_what_lbfgs_holds_after_one_step():
     assert 2 * 2 * 7 * image[0].numel() * 4 <= held <= estimate
 
 
+def test_the_style_loss_counts(make_cfg, monkeypatch):
+    layers = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+    elements = sum(c * m for name, c, m in memory._feature_maps(64, 64, "conv5_1") if name in layers)
+    parts = memory_parts(64, 64, style_loss="sliced_wasserstein")
+    assert parts["style_loss"] == memory.STYLE_LOSS_BYTES["sliced_wasserstein"] * elements
+    assert memory_parts(64, 64)["style_loss"] == 0  # gram: its own part
+    gram = check_memory(make_cfg("size=256"))
+    mmd = check_memory(make_cfg("size=256", "style_loss=mmd"))
+    sliced = check_memory(make_cfg("size=256", "style_loss=sliced_wasserstein"))
+    assert gram < mmd < sliced
+    monkeypatch.setattr(memory, "available_bytes", lambda device: (gram + sliced) // 2)
+    assert check_memory(make_cfg("size=256")) == gram
+    with pytest.raises(NSTError, match=r"^size=256 needs about"):
+        check_memory(make_cfg("size=256", "style_loss=sliced_wasserstein"))
+
+
 def test_skip_switch(make_cfg, monkeypatch):
     monkeypatch.setattr(memory, "available_bytes", lambda device: 1)
     with pytest.raises(NSTError):
