@@ -20,8 +20,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from nst_lightning.config import conf_dir
-from nst_lightning.run import run
+from nst_lightning.config.schema import conf_dir
+from nst_lightning.engine.run import run
 
 
 def config(content: Path, style: Path, *overrides: str) -> DictConfig:

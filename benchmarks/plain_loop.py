@@ -1,8 +1,8 @@
 """The references of the framework-overhead benchmark: our objective and our L-BFGS with nothing around them.
 
 - ``plain_style_transfer``: the product's math without the product's engine. The same plan as the run
-  (``nst_lightning.plan.build_plan``), the same prepared images (``nst_lightning.prepare``), the same
-  ``Objective`` and the same ``nst_lightning.lbfgs.LBFGS``, stepped in a plain Python loop: no Lightning, no
+  (``nst_lightning.config.plan.build_plan``), the same prepared images (``nst_lightning.inputs.prepare``), the same
+  ``Objective`` and the same ``nst_lightning.optim.lbfgs.LBFGS``, stepped in a plain Python loop: no Lightning, no
   logging, no divergence bookkeeping, no CUDA graph. ours / this is the framework's cost (or gain).
 - ``network_only``: the cut network alone, a forward and a backward to the image of a dummy scalar (the sum of
   the features of the layers in use): no loss, no optimiser. ours / this is how far the step is from its limit.
@@ -18,11 +18,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from nst_lightning.lbfgs import LBFGS
-from nst_lightning.objective import Objective
-from nst_lightning.plan import LBFGSSpec, RunPlan, Stage
-from nst_lightning.prepare import initial_image, prepare
-from nst_lightning.vgg import build_network
+from nst_lightning.config.plan import LBFGSSpec, RunPlan, Stage
+from nst_lightning.inputs.prepare import initial_image, prepare
+from nst_lightning.model.objective import Objective
+from nst_lightning.model.vgg import build_network
+from nst_lightning.optim.lbfgs import LBFGS
 
 
 def plan_network(plan: RunPlan) -> nn.Module:
@@ -109,7 +109,7 @@ def network_only(network: nn.Module, image: Tensor, steps: int, on_step: Callabl
 def scaled_torch_lbfgs(
     objective: Objective, init: Tensor, steps: int, history_size: int = 100, lr: float = 1.0
 ) -> Tensor:
-    """The product's optimiser before nst_lightning.lbfgs: torch.optim.LBFGS (max_iter=1, no line search, no
+    """The product's optimiser before nst_lightning.optim.lbfgs: torch.optim.LBFGS (max_iter=1, no line search, no
     tolerances) on L / L_0 (L_0: the first evaluation's loss), pixels in [0, 1]. Returns the images."""
     image = init.detach().clone().requires_grad_(True)
     optimizer = torch.optim.LBFGS(

@@ -16,7 +16,7 @@ and to a small plot next to it (results.png). Read top to bottom:
   3. stall: white noise, a striped style, 64 px: how far each optimiser brings the loss in 100 steps
   4. mixed precision: trainer.precision=bf16-mixed vs 32-true
   5. peer: pastiche 1.6.0 (its CLI, as a subprocess) vs ours, same objective
-  6. memory: peak RSS of fresh `python -m nst_lightning` processes vs nst_lightning.memory's estimate
+  6. memory: peak RSS of fresh `python -m nst_lightning` processes vs nst_lightning.engine.memory's estimate
   7. product features: batched sweeps vs sequential runs, coarse-to-fine vs single scale (features.py)
   8. set-up: the import floor, a fresh process to its first step, a multirun's later jobs
   9. table, JSON, plot
@@ -25,7 +25,7 @@ and to a small plot next to it (results.png). Read top to bottom:
 
 Timings exclude set-up: a run's seconds per step are the median of its step durations after its warm-up steps
 (on CUDA from events recorded on the stream, so the step is never made to wait for the host). Every loss is
-measured by our objective (nst_lightning.objective.Objective) in float32, on the images as optimised.
+measured by our objective (nst_lightning.model.objective.Objective) in float32, on the images as optimised.
 """
 
 from __future__ import annotations
@@ -55,13 +55,13 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from PIL import Image
 
-import nst_lightning.run as nst_run
-from nst_lightning.config import conf_dir, register_configs
-from nst_lightning.images import load_image, save_png, white_noise
-from nst_lightning.memory import cpu_flags, estimate_peak_bytes, native_bf16_cpu
-from nst_lightning.objective import Objective
-from nst_lightning.plan import build_plan
-from nst_lightning.vgg import build_vgg19
+import nst_lightning.engine.run as nst_run
+from nst_lightning.config.plan import build_plan
+from nst_lightning.config.schema import conf_dir, register_configs
+from nst_lightning.engine.memory import cpu_flags, estimate_peak_bytes, native_bf16_cpu
+from nst_lightning.inputs.images import load_image, save_png, white_noise
+from nst_lightning.model.objective import Objective
+from nst_lightning.model.vgg import build_vgg19
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import features  # this folder is not a package
@@ -319,7 +319,7 @@ def per_step(stamps: list[Stamp], warmup: int) -> Timing:
 
 
 class StepClock(L.Callback):
-    """Handed to ``nst_lightning.run.run(callbacks=[...])``: stamps the clock at the end of every step (Lightning's
+    """Handed to ``engine.run.run(callbacks=[...])``: stamps the clock at the end of every step (Lightning's
     on_train_batch_end, after the step and after the product's own callbacks: loss logs, checkpoints), keeps the
     images after the steps in ``keep``, and records the modules and trainers it sees (one per stage).
 
@@ -396,7 +396,7 @@ def durations(pairs: list[tuple[Stamp, Stamp]]) -> Timing:
 
 
 def ours(cfg: DictConfig, warmup: int, keep: Iterable[int] = (), clock: StepClock | None = None) -> OursRun:
-    """One run of the product (nst_lightning.run.run, into a temporary folder) with a StepClock."""
+    """One run of the product (nst_lightning.engine.run.run, into a temporary folder) with a StepClock."""
     clock = clock or StepClock(keep)
     with tempfile.TemporaryDirectory(prefix="nst_bench_run_") as folder:
         started = time.perf_counter()
@@ -1210,10 +1210,10 @@ def table(results: dict[str, Any]) -> str:
         rows.append(
             (
                 "set-up, imports (s)",
-                f"{imports['nst_lightning.run']:.2f}",
+                f"{imports['nst_lightning.engine.run']:.2f}",
                 f"{imports['lightning']:.2f}",
-                f"{imports['nst_lightning.run'] / imports['lightning']:.2f}",
-                f"import nst_lightning.run, import lightning (torch alone {imports['torch']:.2f})",
+                f"{imports['nst_lightning.engine.run'] / imports['lightning']:.2f}",
+                f"import nst_lightning.engine.run, import lightning (torch alone {imports['torch']:.2f})",
             )
         )
         later = st["multirun"]["later_jobs_s"]
@@ -1495,7 +1495,7 @@ IMPORTS = {
     "torch": "import torch",
     "torch, torch._dynamo": "import torch, torch._dynamo",
     "lightning": "import lightning",
-    "nst_lightning.run": "import nst_lightning.run",
+    "nst_lightning.engine.run": "import nst_lightning.engine.run",
 }
 
 
@@ -1532,7 +1532,7 @@ def gpu_setup_process(
     """A fresh `python -m nst_lightning size=64 steps=5` (snapshot_every=1) to its first step, and the imports alone."""
     started = time.time()
     proc = subprocess.run(
-        [sys.executable, "-c", "import nst_lightning.run"], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", "import nst_lightning.engine.run"], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     import_s = time.time() - started if proc.returncode == 0 else None
     put("import_s", import_s if import_s is not None else f"failed: {proc.stderr[-500:]}")
@@ -1541,7 +1541,7 @@ def gpu_setup_process(
     put("process", result)
     log(
         f"set-up, fresh process: start to first step {result['to_first_step_s']:.2f} s "
-        f"(to the training loop {result['to_train_start_s']:.2f} s; python -c 'import nst_lightning.run' alone "
+        f"(to the training loop {result['to_train_start_s']:.2f} s; python -c 'import nst_lightning.engine.run' alone "
         f"{'-' if import_s is None else f'{import_s:.2f}'} s), "
         f"whole process {result['process_s']:.2f} s"
     )

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import torch
 
-from nst_lightning.images import load_image
-from nst_lightning.lbfgs import LBFGS
-from nst_lightning.losses import content_loss, gram_over_m, style_layer_loss
-from nst_lightning.vgg import build_vgg19, layer_channels, layer_downsampling
+from nst_lightning.inputs.images import load_image
+from nst_lightning.model.losses import content_loss, gram_over_m, style_layer_loss
+from nst_lightning.model.vgg import build_vgg19, layer_channels, layer_downsampling
+from nst_lightning.optim.lbfgs import LBFGS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plain_loop import network_only  # this folder is not a package

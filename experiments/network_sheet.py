@@ -23,10 +23,10 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from nst_lightning.config import conf_dir, register_configs
-from nst_lightning.errors import NSTError
-from nst_lightning.files import atomic_write, write_json
-from nst_lightning.report import Layout, build_grid, find_runs
+from nst_lightning.config.schema import conf_dir, register_configs
+from nst_lightning.results.report import Layout, build_grid, find_runs
+from nst_lightning.util.errors import NSTError
+from nst_lightning.util.files import atomic_write, write_json
 
 HERE = Path(__file__).resolve().parent
 REFERENCE = "vgg19"  # the network whose ratios are the paper's
@@ -45,7 +45,7 @@ COLUMNS = (
 
 def start_losses(network: str, content: str, style: str, size: int, seed: int) -> dict[str, float]:
     """The paper's L_content (conv4_2) and L_style (five convN_1, equal weights) of the white-noise start."""
-    from nst_lightning.run import build_module  # the network code: only this subcommand needs it
+    from nst_lightning.engine.run import build_module  # the network code: only this subcommand needs it
 
     register_configs()
     with initialize_config_dir(str(conf_dir()), version_base="1.3"):

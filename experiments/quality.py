@@ -22,7 +22,7 @@ large sum_l w_l |A_l / M_l|^2 / 4N_l^2 is for each, and relative to starry_night
 smaller targets pulls less against the photo.
 
 grain: one batched run from noise starts of several amplitudes (init.scale; 1 = the paper's white noise in
-[0, 1]); for each result, the final loss and the grain of nst_lightning.metrics.grain (mean squared Laplacian
+[0, 1]); for each result, the final loss and the grain of nst_lightning.results.metrics.grain (mean squared Laplacian
 of the result where the content is flat).
 """
 
@@ -39,13 +39,13 @@ from typing import Any
 import torch
 from hydra import compose, initialize_config_dir
 
-from nst_lightning.config import DEFAULT_STYLE_LAYERS, conf_dir, register_configs
-from nst_lightning.images import load_image
-from nst_lightning.losses import gram_over_m
-from nst_lightning.metrics import grain
-from nst_lightning.plan import style_weights
-from nst_lightning.run import run
-from nst_lightning.vgg import build_vgg19
+from nst_lightning.config.plan import style_weights
+from nst_lightning.config.schema import DEFAULT_STYLE_LAYERS, conf_dir, register_configs
+from nst_lightning.engine.run import run
+from nst_lightning.inputs.images import load_image
+from nst_lightning.model.losses import gram_over_m
+from nst_lightning.model.vgg import build_vgg19
+from nst_lightning.results.metrics import grain
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "images"
 HERE = Path(__file__).resolve().parent

@@ -24,8 +24,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
-from nst_lightning.builtin_images import PAINTINGS, brushstrokes
-from nst_lightning.config import conf_dir, register_configs
+from nst_lightning.config.schema import conf_dir, register_configs
+from nst_lightning.inputs.builtin import PAINTINGS, brushstrokes
 
 register_configs()
 
@@ -150,8 +150,8 @@ def cli_in_process(*args: str) -> subprocess.CompletedProcess:
     """The same Hydra entry point as ``cli``, called in this process: no interpreter and torch start-up, so a
     bad-input case takes well under a second instead of several. stdout/stderr are captured; the warnings a
     real run would print (not the deprecation warnings pytest turns on) are added to stderr."""
-    import nst_lightning.run  # noqa: F401  imported first, as in a real run: its warning filters are in place
-    from nst_lightning.__main__ import main
+    import nst_lightning.engine.run  # noqa: F401  imported first, as in a real run: its warning filters are in place
+    from nst_lightning.apps.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     root = logging.getLogger()

@@ -1,0 +1,1 @@
+"""The commands: ``python -m nst_lightning`` (cli), ``.video``, ``.report`` and ``.metrics``."""

@@ -1,0 +1,205 @@
+"""Entry point: ``python -m nst_lightning key=value ...`` (Hydra; add ``-m`` for sweeps)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import traceback
+from pathlib import Path
+from typing import NoReturn
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from nst_lightning.config.schema import conf_dir, register_configs
+from nst_lightning.util import folders
+from nst_lightning.util.errors import NSTError, first_line, full_error, user_error
+
+log = logging.getLogger("nst_lightning")
+register_configs()
+
+SEED_MAX = 2**32 - 1  # numpy's range, which Lightning's seed_everything enforces
+
+
+def sweep_tensorboard(hc: DictConfig) -> tuple[Path | None, str | None]:
+    """In a multirun: one TensorBoard folder for the whole sweep, each run named by its swept keys.
+
+    The swept keys are the sweep overrides of the command line and the preset's sweeper params, read
+    back from the sweep's multirun.yaml; a run's name is its own values of those keys, e.g.
+    ``ratio=1e-3,content_layer=conv4_2``.
+    """
+    if hc.mode != RunMode.MULTIRUN:
+        return None, None
+    sweep_dir = Path(hc.sweep.dir)
+    swept = folders.swept_keys(sweep_dir)
+    job = OverridesParser.create().parse_overrides(list(hc.overrides.task))
+    parts = [f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in job if o.get_key_element() in swept]
+    name = ",".join(parts).replace("/", "_") or f"job{hc.job.num}"
+    return sweep_dir / "tensorboard", name
+
+
+def check_seeds(cfg: DictConfig) -> None:
+    """``seed``, ``network.seed`` and ``batch_sweep.seed`` must be whole numbers from 0 to 2^32 - 1 (what numpy and
+    Lightning accept): one line naming the key if not."""
+    network = cfg.get("network")
+    batch = cfg.get("batch_sweep")
+    seeds = [("seed", cfg.get("seed")), ("network.seed", network.get("seed") if network is not None else None)]
+    seeds += [("batch_sweep.seed", s) for s in ((batch.get("seed") if batch is not None else None) or [])]
+    for key, value in seeds:
+        if value is not None and not 0 <= value <= SEED_MAX:
+            raise NSTError(f"{key}={value} is not valid: a seed is a whole number from 0 to {SEED_MAX}")
+
+
+def _kept(run_dir: Path) -> str:
+    """The closing line of an interrupted run: which images it kept, and whether it can be resumed."""
+    results = sorted(p for p in run_dir.rglob("result.png") if "snapshots" not in p.parts) if run_dir.is_dir() else []
+    if not results:
+        return f"interrupted before the first step: no image to keep (the run folder {run_dir} holds only its logs)"
+    kept = f"interrupted: kept the image so far in {', '.join(map(str, results))}"
+    if (run_dir / "last.ckpt").is_file():
+        return f"{kept}; continue with resume={run_dir}"
+    return f"{kept} (no last.ckpt: a second Ctrl-C does not wait for the step to end, so this run cannot be resumed)"
+
+
+def _interrupted(run_dir: Path) -> NoReturn:
+    log.warning("%s", _kept(run_dir))
+    sys.exit(130)
+
+
+def _failed_job(run_dir: Path, hc: DictConfig, exc: BaseException, bad_input: bool) -> float:
+    """A failed sweep job: its folder gets the ``failed`` marker; a job-specific error returns NaN (the sweep
+    carries on), an error that would hit every job ends the sweep now (exit code 2)."""
+    text = f"error: {exc}" if bad_input else f"{first_line(exc)}\n\n{traceback.format_exc()}"
+    folders.record_failure(run_dir, text)
+    if bad_input:
+        keys = folders.swept_keys(hc.sweep.dir)
+        if not folders.job_specific(str(exc), folders.job_values(list(hc.overrides.task), keys)):
+            user_error(exc)  # the same error would hit every job: stop now
+        log.error("error: %s", exc)
+    else:
+        log.exception("job %s crashed: %s", hc.job.num, first_line(exc))
+    log.error("job %s failed (marker: %s); the sweep carries on", hc.job.num, run_dir / folders.FAILED)
+    return math.nan
+
+
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
+def _app(cfg: DictConfig) -> float:
+    """Run one style transfer in Hydra's run directory; return the final total loss (for sweepers; NaN for a
+    failed sweep job)."""
+    # heavy imports after Hydra has parsed the command line
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from nst_lightning.engine.run import run
+
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    sweep = hc.mode == RunMode.MULTIRUN
+    try:
+        if not sweep:  # claimed already by folders.ClaimFolder (before Hydra wrote .hydra/): this is a no-op then
+            folders.claim(run_dir, "hydra.run.dir")  # a sweep's jobs are inside its claimed folder
+        check_seeds(cfg)
+        tensorboard_dir, run_name = sweep_tensorboard(hc)
+        metrics = run(cfg, run_dir, tensorboard_dir, run_name, overrides=list(hc.overrides.task))
+        if metrics.get("interrupted"):
+            log.warning("stopped early: result.png holds the image so far; continue with resume=%s", run_dir)
+            sys.exit(143 if metrics.get("stopped_by") == "SIGTERM" else 130)
+    except SIGTERMException:
+        log.error("stopped by SIGTERM: the image so far is saved as result.png (metrics.json: interrupted)")
+        sys.exit(143)
+    except KeyboardInterrupt:  # Ctrl-C while starting up, or a second one outside Lightning's loop
+        _interrupted(run_dir)
+    except SystemExit as exc:
+        if type(exc) is SystemExit and exc.code == 1:  # Lightning's own exit after a KeyboardInterrupt in fit
+            _interrupted(run_dir)
+        raise
+    except (NSTError, MisconfigurationException) as exc:
+        if sweep and not full_error():
+            return _failed_job(run_dir, hc, exc, bad_input=True)
+        user_error(exc)
+    except Exception as exc:
+        if sweep and not full_error():
+            return _failed_job(run_dir, hc, exc, bad_input=False)
+        raise
+    (run_dir / folders.FAILED).unlink(missing_ok=True)  # an earlier attempt's marker no longer describes it
+    return metrics["loss_total"]
+
+
+def _quoted(value: str) -> str:
+    """``value`` as one quoted string of Hydra's override grammar."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    return "'" + value.replace("'", "\\'") + "'"
+
+
+def quoting_hint(override: str, multirun: bool = False) -> str | None:
+    """For an override Hydra's grammar cannot read (``content=café.png``: é, 日本, ``=``, ``[`` in a value), the same
+    override with its value quoted, if that one reads; else None."""
+    key, sep, value = override.partition("=")
+    if not sep or not value or value[0] in "'\"":
+        return None
+    inner = value.lstrip("[{").rstrip("]}") if value[0] in "[{" else value  # a list's own brackets are grammar
+    if not any(ord(c) > 127 or c == "=" or c in "[]{}" for c in inner):  # e.g. ratio=[1,2: a syntax error
+        return None
+    if value.startswith("[") and value.endswith("]"):
+        quoted = "[" + ",".join(_quoted(v) for v in value[1:-1].split(",")) + "]"
+    elif multirun and "," in value:  # a sweep: quote each value
+        quoted = ",".join(_quoted(v) for v in value.split(","))
+    else:
+        quoted = _quoted(value)
+    candidate = f"{key}={quoted}"
+    try:
+        OverridesParser.create().parse_override(candidate)
+    except Exception:
+        return None
+    return candidate
+
+
+def check_overrides(argv: list[str]) -> None:
+    """Before Hydra: an override its grammar cannot read but could read quoted is refused with one line that
+    shows the quoting (Hydra's own message, a lexer error, gives no hint); any other is left to Hydra."""
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        args, _ = get_args_parser().parse_known_args(argv)
+    except (SystemExit, Exception):
+        return
+    parser = OverridesParser.create()
+    for override in args.overrides:
+        try:
+            parser.parse_override(override)
+        except Exception:
+            hint = quoting_hint(override, bool(args.multirun))
+            if hint is not None:
+                user_error(
+                    NSTError(
+                        f"cannot read {override}: Hydra's grammar needs a value with characters such as é, 日本, "
+                        f'=, [ or spaces in quotes, inside the shell\'s quotes: "{hint}"'
+                    ),
+                    plain=True,
+                )
+
+
+def main() -> None:
+    """``python -m nst_lightning key=value ...``: the Hydra app, with one-line errors for what Hydra would print as
+    a lexer error or a traceback (unreadable overrides, Ctrl-C while starting up), and the run folder released."""
+    try:
+        check_overrides(sys.argv[1:])
+        _app()
+    except KeyboardInterrupt:
+        if full_error():
+            raise
+        sys.stderr.write("interrupted while starting up or between runs: nothing was being optimised\n")
+        sys.exit(130)
+    finally:
+        folders.release_all()
+
+
+if __name__ == "__main__":
+    main()

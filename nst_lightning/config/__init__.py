@@ -1,0 +1,1 @@
+"""The configuration: the structured configs (schema and defaults), their checks, and run records."""

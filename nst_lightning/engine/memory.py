@@ -1,0 +1,397 @@
+"""How much memory a run will need, checked before any heavy work: a run that cannot fit is refused up front
+with the estimate and what to change, instead of being killed by the kernel (or CUDA) halfway through.
+
+The estimate is the memory the run holds throughout plus the largest of its three phases (they come one after
+the other, and each frees what it used):
+
+- ``runtime``: Python, torch, Lightning and TensorBoard with the network decoded (CPU: the whole process at a
+  tiny size; CUDA: cuDNN workspace, the context itself is already outside the free memory we compare with);
+- ``weights``: the cut VGG19, fp32 (plus its bf16 copy under bf16/16 autocast);
+- ``images``: what the run holds throughout: the generated image, its gradient and last finite copy (per image
+  of a batch), the content image and every style image at its own size, a mask, a temporal target, the
+  content's colours (``preserve_color=luminance``);
+- the optimisation (the peak of a step, its backward pass):
+
+  - ``activations``: every feature map of the cut network that autograd keeps for the backward pass, at the
+    run's precision, times ``BACKWARD_FACTOR`` for the gradients and temporaries of the backward pass;
+  - ``gram``: per style layer, the float32 copy F/sqrt(M) the Gram matrix is formed from, and the N x N matrices;
+  - ``style_loss``: what another style statistic (``style_loss=...``) keeps and needs, per element of the style
+    layers' features;
+  - ``optimizer``: L-BFGS history, 2 x history_size vectors of the image's size in float32 (allocated and zeroed
+    whole at the first step, so resident however few steps run), plus a few working vectors (Adam: two moments);
+
+- ``targets``: how much more than the optimisation the target pass needs: the network run once, without
+  gradients, over the content and over each style image *at the style's own size* (``style_size``,
+  ``style_scale``: a style larger than the output costs more here than the whole optimisation);
+- ``decode``: how much more than both the decoding of the largest input needs (CPU only: it happens in host
+  memory): the file's pixels as decoded (a JPEG at the reduced scale PIL's draft mode picks, any other format in
+  full, both read from the header without decoding) and the resized image as bytes and floats.
+
+Calibration (``python benchmarks/run.py``, peak RSS of ``python -m nst_lightning`` runs of a few steps,
+tubingen x starry_night; the measured peaks against the estimate, and how close it is at each size, are in
+``benchmarks/README.md`` (at small sizes allocator slack and library buffers dominate the activations). There
+the style image has the content's size and the two extra phases are zero.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nst_lightning.config.plan import LBFGSSpec, RunPlan
+from nst_lightning.model.vgg import LAYERS, layer_channels
+from nst_lightning.util.errors import NSTError
+
+# Calibrated on CPU (see the module docstring): the process at a tiny size, and the backward pass's
+# gradients and temporaries as a multiple of the activations kept for it.
+RUNTIME_BYTES = {"cpu": 840 * 2**20, "cuda": 256 * 2**20}
+BACKWARD_FACTOR = 2.0
+# What a style loss other than gram keeps for its backward pass and needs in temporaries, in bytes per element of
+# the style layers' features: calibrated at 1024 px with some margin (benchmarks/README.md, "Memory"). gram's own
+# float32 copies and N x N matrices are the ``gram`` part, counted for every loss.
+STYLE_LOSS_BYTES = {"mean_std": 10, "mmd": 4, "gaussian_w2": 14, "sliced_wasserstein": 16, "mrf": 10}
+HALF_PRECISIONS = ("bf16-mixed", "bf16-true", "16-mixed", "16-true", "bf16", "16")
+SKIP_ENV = "NST_SKIP_MEMORY_CHECK"
+
+
+def _feature_maps(height: int, width: int, deepest: str) -> list[tuple[str, int, int]]:
+    """(layer, channels, positions) of every layer output of the network cut after ``deepest``."""
+    maps, h, w, channels = [], height, width, 3
+    for name in LAYERS[: LAYERS.index(deepest) + 1]:
+        if name.startswith("pool"):
+            h, w = h // 2, w // 2  # 2x2, stride 2: floor
+        else:
+            channels = layer_channels(name)
+        maps.append((name, channels, h * w))
+    return maps
+
+
+def target_pass_bytes(
+    height: int, width: int, layers: list[str] | tuple[str, ...], style_layers: list[str] | tuple[str, ...]
+) -> int:
+    """The peak of one forward pass without gradients (the content and style targets) at ``height`` x ``width``:
+    the outputs of every layer in use (the network returns them all), the input and output of the layer being
+    computed, the input's preprocessed copies, and the float32 copy and Gram matrix of one style layer."""
+    deepest = max(layers, key=LAYERS.index)
+    maps = _feature_maps(height, width, deepest)
+    sizes = [c * m for _, c, m in maps]
+    kept = sum(c * m for name, c, m in maps if name in set(layers))
+    transient = max((sizes[i - 1] if i else 3 * height * width) + sizes[i] for i in range(len(sizes)))
+    by_name = {name: (c, m) for name, c, m in maps}
+    gram = max((by_name[n][0] * by_name[n][1] + by_name[n][0] ** 2 for n in style_layers), default=0)
+    return 4 * (kept + transient + gram + 2 * 3 * height * width)
+
+
+def memory_parts(
+    height: int,
+    width: int,
+    layers: list[str] | tuple[str, ...] = ("conv4_2", "conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"),
+    style_layers: list[str] | tuple[str, ...] | None = None,
+    images: int = 1,
+    history_size: int = 100,
+    steps: int = 300,
+    optimizer: str = "lbfgs",
+    precision: str = "32-true",
+    device: str = "cpu",
+    styles: list[tuple[int, int]] | None = None,
+    extra_channels: int = 0,
+    decode: int = 0,
+    style_loss: str = "gram",
+) -> dict[str, int]:
+    """The estimated peak of a run, part by part, in bytes (see the module docstring); their sum is the estimate.
+
+    ``layers``: every layer whose loss is computed (the network is cut after the deepest); ``style_layers``:
+    those with a Gram matrix (default: every layer but the first, the content layer, as in the default list).
+    ``styles``: (height, width) of each style image as the network sees it (default: one, the content's shape);
+    ``extra_channels``: channels of other content-sized inputs held throughout (a mask 1, a temporal target 3,
+    the content's colours 3); ``decode``: the host bytes of decoding the largest input (``decode_bytes``);
+    ``style_loss``: the statistic matched at the style layers (``STYLE_LOSS_BYTES``).
+    """
+    style_layers = list(layers[1:] if style_layers is None else style_layers)
+    styles = [(height, width)] if styles is None else list(styles)
+    deepest = max(layers, key=LAYERS.index)
+    maps = _feature_maps(height, width, deepest)
+    half = str(precision) in HALF_PRECISIONS
+    # bf16/16 halve what autograd keeps, except on a CPU without bf16 instructions, where the convolutions
+    # fall back to float32 kernels and keep both copies (measured in benchmarks/: more than fp32, not less).
+    act_bytes = (2 if device == "cuda" or native_bf16_cpu() else 6) if half else 4
+    pixels = 3 * height * width  # one image's numel
+    weights = sum(layer_channels(n) * (maps[i - 1][1] if i else 3) * 9 * 4 for i, (n, _, _) in enumerate(maps))
+    activations = sum(c * m for _, c, m in maps) * act_bytes * images
+    by_name = {name: (c, m) for name, c, m in maps}
+    gram = sum(4 * (by_name[n][0] * by_name[n][1] + 4 * by_name[n][0] ** 2) for n in style_layers) * images
+    statistic = STYLE_LOSS_BYTES.get(style_loss, 0) * sum(by_name[n][0] * by_name[n][1] for n in style_layers) * images
+    if optimizer == "lbfgs":
+        opt_bytes = (2 * history_size + 4) * pixels * 4 * images
+    else:
+        opt_bytes = 2 * pixels * 4 * images
+    optimisation = int(activations * BACKWARD_FACTOR) + gram + statistic + opt_bytes
+    targets = max(target_pass_bytes(h, w, layers, style_layers) for h, w in [(height, width), *styles])
+    held = (3 * images + 1) * pixels + sum(3 * h * w for h, w in styles) + extra_channels * height * width
+    return {
+        "runtime": RUNTIME_BYTES.get(device, RUNTIME_BYTES["cpu"]),
+        "weights": int(weights * (1.5 if half else 1.0)),
+        "activations": int(activations * BACKWARD_FACTOR),
+        "gram": gram,
+        "style_loss": statistic,
+        "optimizer": opt_bytes,
+        "images": held * 4,
+        "targets": max(0, targets - optimisation),
+        "decode": max(0, (decode if device == "cpu" else 0) - max(optimisation, targets)),
+    }
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux's /proc/cpuinfo); empty where they cannot be read."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return set()
+    return set(flags.split(":", 1)[1].split())
+
+
+def native_bf16_cpu() -> bool:
+    """Whether this CPU has bf16 instructions (AMX or AVX512-BF16); False where it cannot be told."""
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+
+
+def estimate_peak_bytes(height: int, width: int, **kwargs: Any) -> int:
+    """The estimated peak memory of a run at ``height`` x ``width`` pixels, in bytes (arguments: memory_parts)."""
+    return sum(memory_parts(height, width, **kwargs).values())
+
+
+def available_bytes(device: str = "cpu") -> int | None:
+    """Memory the run can still take: free CUDA memory, or MemAvailable (psutil if installed, else
+    /proc/meminfo), capped by a cgroup limit where one is set; None where it cannot be told."""
+    if device == "cuda":
+        import torch
+
+        return int(torch.cuda.mem_get_info()[0])
+    available: int | None = None
+    try:
+        import psutil
+
+        available = int(psutil.virtual_memory().available)
+    except ImportError:
+        try:
+            for line in Path("/proc/meminfo").read_text().splitlines():
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    try:  # a container's own limit (cgroup v2) may be far below the machine's memory
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+            room = int(limit) - used
+            available = room if available is None else min(available, room)
+    except (OSError, ValueError):
+        pass
+    return available
+
+
+@dataclass(frozen=True)
+class Header:
+    """What an image file's header says, read without decoding a pixel."""
+
+    width: int
+    height: int
+    jpeg: bool  # decoded at a reduced scale (PIL's draft mode), the others in full
+
+
+def image_header(spec: Any) -> Header | None:
+    """The size (after the EXIF orientation) and format of an image file; None for a built-in name, a missing,
+    unreadable or non-regular file (never opened: a FIFO would block), which ``load_image`` will report."""
+    if spec is None:
+        return None
+    path = Path(os.path.expanduser(str(spec)))
+    try:
+        if not path.is_file():
+            return None
+        from PIL import Image
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                (w, h), jpeg = img.size, img.format == "JPEG"
+                if img.getexif().get(0x0112) in (5, 6, 7, 8):  # rotated by a quarter turn
+                    w, h = h, w
+    except Exception:  # a corrupt or odd file: load_image will say what is wrong
+        return None
+    return Header(w, h, jpeg)
+
+
+def resized_shape(header: Header | None, long_side: int) -> tuple[int, int]:
+    """(height, width) of an image resized to ``long_side`` (a square when the header is unknown: the largest)."""
+    if header is None:
+        return long_side, long_side
+    scale = long_side / max(header.width, header.height)
+    return max(1, round(header.height * scale)), max(1, round(header.width * scale))
+
+
+def decoded_pixels(header: Header | None, long_side: int) -> int:
+    """How many pixels the file decodes to before it is resized to ``long_side`` (as ``images.open_image`` does)."""
+    if header is None:
+        return long_side * long_side
+    w, h = header.width, header.height
+    if header.jpeg:  # PIL's draft: the largest of 1/8, 1/4, 1/2 that keeps both sides >= the requested box
+        ratio = min(w // long_side, h // long_side)
+        scale = next(s for s in (8, 4, 2, 1) if ratio >= s or s == 1)
+        w, h = -(-w // scale), -(-h // scale)
+    return w * h
+
+
+def decode_bytes(header: Header | None, long_side: int) -> int:
+    """Host memory of loading one image: the decoded RGB pixels (and a converted copy, and the resize's
+    intermediate), then the resized image as 8-bit RGB, its uint8 tensor and two float32 tensors."""
+    height, width = resized_shape(header, long_side)
+    return 9 * (0 if header is None else decoded_pixels(header, long_side)) + 30 * height * width
+
+
+def _device(plan: RunPlan) -> str | None:
+    import torch
+
+    accelerator = str(plan.trainer.get("accelerator", "auto"))
+    if accelerator == "cpu":
+        return "cpu"
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return "cuda" if torch.cuda.is_available() else None  # Lightning itself will say there is no GPU
+    return "cpu" if accelerator == "auto" else None  # mps, tpu, ...: not checked
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n < 10 * 2**30 else f"{n / 2**30:.0f} GiB"
+
+
+def _plan(plan_or_cfg: Any) -> RunPlan:
+    if isinstance(plan_or_cfg, RunPlan):
+        return plan_or_cfg
+    from nst_lightning.config.plan import build_plan
+
+    return build_plan(plan_or_cfg)
+
+
+def check_memory(plan_or_cfg: RunPlan | Any) -> int | None:
+    """Refuse (NSTError, one line) a run whose estimated peak exceeds the memory available; return the estimate.
+
+    Every image the run decodes and feeds the network counts: the content at the output size, each style image
+    at its own size (``style_size``, or ``style_scale`` x the output size) and aspect, a ``content_mask``, an
+    ``init.path`` image and a ``temporal_target`` (each file's size read from its header, without decoding); so
+    do the largest stage of ``scales`` and every image of ``batch_sweep``. The message gives the size that fits.
+    ``NST_SKIP_MEMORY_CHECK=1`` skips the check (if the estimate is wrong for a machine).
+    """
+    plan = _plan(plan_or_cfg)
+    device = _device(plan)
+    if device is None or os.environ.get(SKIP_ENV) == "1":
+        return None
+    spec = plan.inputs
+    long_side = max(stage.size for stage in plan.stages)
+    images = len(plan.images)
+    style_layers = list(dict.fromkeys(n for im in plan.images if im.weights.beta > 0 for n in im.weights.style_weights))
+    layers = plan.network.layers
+    content = image_header(spec.content)
+    styles = [image_header(path) for path in spec.styles]
+    temporal = any(im.weights.temporal > 0 for im in plan.images)
+    at_content_side = [spec.content_mask]  # loaded at the content's long side, then fitted to it
+    at_content_side += [im.init.path for im in plan.images if im.init.kind == "image"][:1]
+    at_content_side.append(spec.temporal_target if temporal else None)
+    extra = (1 if spec.content_mask else 0) + (3 if temporal else 0)
+    extra += 3 if spec.preserve_color == "luminance" else 0
+    style_size, style_scale = spec.style_size, spec.style_scale
+    lbfgs = isinstance(plan.optimizer, LBFGSSpec)
+    history_size = plan.optimizer.history_size if isinstance(plan.optimizer, LBFGSSpec) else 0
+    steps = max(stage.steps for stage in plan.stages)
+
+    def estimate(side: int, style_side: int | None = None, history: int | None = None) -> int:
+        style_side = style_side or style_size or max(1, round(side * style_scale))
+        shape = resized_shape(content, side)
+        loads = [decode_bytes(content, side), *[decode_bytes(style, style_side) for style in styles]]
+        loads += [decode_bytes(image_header(spec), max(shape)) for spec in at_content_side if spec]
+        return estimate_peak_bytes(
+            *shape,
+            layers=layers,
+            style_layers=style_layers,
+            images=images,
+            history_size=history or history_size,
+            steps=steps,
+            optimizer="lbfgs" if lbfgs else "adam",
+            precision=plan.engine.precision,
+            device=device,
+            styles=[resized_shape(style, style_side) for style in styles],
+            extra_channels=extra,
+            decode=max(loads),
+            style_loss=str(getattr(plan.style_loss.name, "value", plan.style_loss.name)),
+        )
+
+    needed, available = estimate(long_side), available_bytes(device)
+    if available is None or needed <= available:
+        return needed
+
+    def largest(fits: Any, lo: int, hi: int) -> int:
+        """The largest value in [lo, hi) for which fits() holds (lo if none does)."""
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+        return lo
+
+    advice = []
+    style_side = style_size or max(1, round(long_side * style_scale))
+    if style_side > 16 and estimate(long_side, 16) <= available:  # the style images alone are too large
+        fit = largest(lambda s: estimate(long_side, s) <= available, 16, style_side)
+        if style_size:
+            advice.append(f"lower style_size (about {fit} px fits)")
+        else:
+            advice.append(f"lower style_scale (about {fit / long_side:.2g} fits)")
+    side = largest(lambda s: estimate(s) <= available, 16, long_side)
+    if estimate(side) <= available:
+        advice.append(f"lower size (about {side} px fits)")
+    if lbfgs and history_size > 10 and estimate(long_side, None, 10) <= available:
+        fit = largest(lambda h: estimate(long_side, None, h) <= available, 10, history_size)
+        advice.append(f"optimizer.history_size={fit}")
+    if images > 1:
+        advice.append("fewer images in batch_sweep")
+    advice = advice or ["free some memory"]
+    where = "GPU memory" if device == "cuda" else "memory"
+    shape = resized_shape(content, long_side)
+    biggest = max([resized_shape(style, style_side) for style in styles], key=lambda hw: hw[0] * hw[1])
+    what = ""
+    if biggest[0] * biggest[1] > shape[0] * shape[1]:
+        what = f" (the style image at {biggest[1]}x{biggest[0]} px, larger than the {shape[1]}x{shape[0]} output)"
+    raise NSTError(
+        f"size={long_side} needs about {_gib(needed)}{what} but {_gib(available)} of {where} is available: "
+        f"{', or '.join(advice)} ({SKIP_ENV}=1 tries anyway)"
+    )
+
+
+def slow_precision_warning(plan_or_cfg: RunPlan | Any) -> str | None:
+    """The warning for half precision on a CPU without bf16/fp16 instructions (it emulates them: benchmarks/
+    measured bf16-mixed 40-50x slower than 32-true there), or None where half precision is not a slowdown."""
+    plan = _plan(plan_or_cfg)
+    precision = plan.engine.precision
+    if precision not in HALF_PRECISIONS or _device(plan) != "cpu" or native_bf16_cpu():
+        return None
+    return (
+        f"trainer.precision={precision} on a CPU without bf16 instructions (AMX / AVX512-BF16) is emulated and "
+        "much slower than 32-true (40-50x in benchmarks/README.md); use it on a GPU or such a CPU"
+    )
+
+
+BF16_TIP_MIN_SIZE = 256  # below it a step is short and the gain was not measured
+
+
+def bf16_tip(plan_or_cfg: RunPlan | Any) -> str | None:
+    """A tip for a float32 run of at least ``BF16_TIP_MIN_SIZE`` px on a CPU with AMX, where bf16-mixed is
+    measured faster with the same final loss within 1% (benchmarks/README.md); None elsewhere. The default
+    stays float32: a run's numbers should not depend on which CPU it landed on."""
+    plan = _plan(plan_or_cfg)
+    if plan.engine.precision not in ("32-true", "32") or _device(plan) != "cpu" or "amx_bf16" not in cpu_flags():
+        return None
+    if max(stage.size for stage in plan.stages) < BF16_TIP_MIN_SIZE:
+        return None
+    return (
+        "this CPU has AMX bf16 instructions: trainer.precision=bf16-mixed runs the network in bf16 (Gram matrices "
+        "and losses stay float32), about 2x faster per step here (benchmarks/README.md)"
+    )

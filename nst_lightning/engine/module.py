@@ -1,0 +1,239 @@
+"""StyleTransfer: a LightningModule whose only trainable parameter is the generated image.
+
+One Lightning step is one evaluation of the objective and its gradient, then one optimiser update: ``steps``
+counts forward+backward passes, the unit every peer reports. The image may hold K > 1 images (a batched sweep):
+they share one forward/backward through the network, and the optimiser keeps one history per image, so each
+follows the trajectory of its own separate run.
+
+The step never waits for the device. Finiteness, divergence (the step an image's loss stopped being finite), the
+last finite image and the losses of the last ``log_every`` steps are device tensors, updated with ``torch.where``
+and indexed by a device step counter; the callbacks copy the losses out every ``log_every`` steps. On CUDA the
+step is captured once in a CUDA graph after a few eager warm-up steps and replayed from then on.
+
+The frozen network and the targets live in the ``Objective``, held outside the module's registered state: a
+checkpoint is the image, the optimiser and the divergence record (a few MB), never the network.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from nst_lightning.config.plan import AdamSpec, EngineSpec, LBFGSSpec, LossWeights
+from nst_lightning.inputs.prepare import Prepared
+from nst_lightning.model.color import with_chroma
+from nst_lightning.model.objective import Objective
+from nst_lightning.optim.lbfgs import LBFGS
+
+log = logging.getLogger(__name__)
+
+WARMUP_STEPS = 3  # eager steps before a CUDA graph capture: allocations and cuDNN autotuning happen there
+
+
+@dataclass
+class Held:
+    """What the module uses but never trains nor checkpoints (a plain object: nn.Module won't register it)."""
+
+    objective: Objective
+    chroma: Tensor | None = None  # the content in colour, when only the luminance is transferred
+    prepared: Prepared | None = None  # the stage's images, as compared against (for inspection and tests)
+
+
+class Stepper(torch.optim.Optimizer):
+    """What Lightning sees as the optimiser: its step is the module's whole step (evaluate, update, bookkeeping),
+    eager or a CUDA graph replay; its state is the real optimiser's, so checkpoints hold that."""
+
+    def __init__(self, image: nn.Parameter, inner: torch.optim.Optimizer) -> None:
+        super().__init__([image], {})
+        self.inner = inner
+
+    def step(self, closure: Callable[[], Any]) -> Any:  # type: ignore[override]
+        return closure()
+
+    def state_dict(self) -> dict:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.inner.load_state_dict(state_dict)
+
+
+class StyleTransfer(L.LightningModule):
+    def __init__(
+        self,
+        objective: Objective,
+        init_image: Tensor,
+        weights: list[LossWeights],
+        optimizer: LBFGSSpec | AdamSpec,
+        steps: int,
+        engine: EngineSpec | None = None,
+        chroma: Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        k = init_image.shape[0]
+        if k != len(weights):
+            raise ValueError(f"{k} initial images but {len(weights)} sets of loss weights")
+        self.image = nn.Parameter(init_image.detach().float().contiguous().clone())
+        self.held = Held(objective, chroma)
+        self.weights = weights
+        self.optimizer_spec = optimizer
+        self.steps = steps
+        self.engine = engine or EngineSpec()
+        self.automatic_optimization = False  # the Stepper's closure is the whole step
+        terms = len(objective.terms)
+        self.register_buffer("active", torch.ones(k, dtype=torch.bool))
+        self.register_buffer("diverged_at", torch.full((k,), -1, dtype=torch.long))
+        self.register_buffer("step_count", torch.zeros((), dtype=torch.long))
+        self.register_buffer("last_finite", self.image.detach().clone(), persistent=False)
+        self.register_buffer("loss_log", torch.zeros(self.engine.log_every, terms, k), persistent=False)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.eager_steps = 0
+
+    @property
+    def objective(self) -> Objective:
+        return self.held.objective
+
+    @property
+    def num_images(self) -> int:
+        return self.image.shape[0]
+
+    def on_fit_start(self) -> None:
+        self.objective.to(self.device)
+        self.last_finite.copy_(self.image.detach())
+
+    # ---- the image the user gets ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def result(self) -> Tensor:
+        """The images to show and save, (K, 3, H, W) in [0, 1]: masked, and recoloured when only the luminance
+        was transferred."""
+        image = self.objective.generated(self.image.detach().float())
+        if self.held.chroma is not None:
+            image = with_chroma(image, self.held.chroma.to(image.device))
+        return image.clamp(0, 1)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, Tensor]:
+        """The terms of the current images (K,) each, on the CPU (for the final metrics)."""
+        self.objective.to(self.image.device)
+        return {key: value.detach().cpu() for key, value in self.objective(self.image).items()}
+
+    # ---- optimisation --------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        spec = self.optimizer_spec
+        if isinstance(spec, LBFGSSpec):
+            inner = LBFGS(
+                [self.image], history_size=spec.history_size, first_step=spec.first_step, max_step=spec.max_step
+            )
+        else:
+            # capturable: the step count stays on the GPU (no host read per step, and a CUDA graph can hold it).
+            capturable = self.image.device.type == "cuda"
+            inner = torch.optim.Adam([self.image], lr=spec.lr, betas=spec.betas, capturable=capturable)
+        self.inner_optimizer = inner
+        return Stepper(self.image, inner)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(range(self.steps), batch_size=None)  # one item per step; the data is the image
+
+    def _closure(self) -> Tensor:
+        """Evaluate the K losses and their gradients; a non-finite or diverged image contributes no gradient."""
+        self.inner_optimizer.zero_grad(set_to_none=False)  # gradients stay in place: a CUDA graph reads them there
+        terms = self.objective(self.image)
+        total = terms["total"]
+        finite = torch.isfinite(total) & self.active
+        torch.where(finite, total, torch.zeros_like(total)).sum().backward()
+        with torch.no_grad():
+            keep = finite.view(-1, 1, 1, 1)
+            self.last_finite.copy_(torch.where(keep, self.image.detach(), self.last_finite))
+            row = (self.step_count % self.engine.log_every).view(1)
+            self.loss_log.index_copy_(0, row, self.objective.stacked(terms)[None])
+            self.step_count.add_(1)
+        return torch.where(self.active, total.detach(), torch.full_like(total, float("nan")))
+
+    def _eager_step(self) -> None:
+        """One evaluation and one update, with no host read: divergence is recorded and undone on the device."""
+        total = self.inner_optimizer.step(self._closure)
+        with torch.no_grad():
+            # a non-finite loss, or an update that left a non-finite pixel (else that image would be put back to
+            # its last finite state at every step, forever, and never reported)
+            stepped_to = torch.isfinite(self.image).flatten(1).all(1)
+            broken = self.active & ~(torch.isfinite(total) & stepped_to)
+            self.diverged_at.copy_(torch.where(broken, self.step_count - 1, self.diverged_at))
+            self.active.logical_and_(~broken)
+        self.restore_broken(stepped_to)
+
+    def release_optimiser(self) -> None:
+        """Free the optimiser's state (L-BFGS: 2 m images per image) and the captured step, once no step follows:
+        the end-of-run measures run in that memory instead of on top of it."""
+        self.graph = None
+        if (optimiser := getattr(self, "inner_optimizer", None)) is not None:  # None: stopped before the first step
+            optimiser.state.clear()
+
+    @torch.no_grad()
+    def restore_broken(self, finite: Tensor | None = None) -> None:
+        """A diverged image, or one left non-finite by an aborted step, goes back to its last finite state.
+        ``finite``: which images have only finite pixels, if the caller has it already."""
+        if finite is None:
+            finite = torch.isfinite(self.image).flatten(1).all(1)
+        keep = (self.active & finite).view(-1, 1, 1, 1)
+        self.image.copy_(torch.where(keep, self.image, self.last_finite))
+
+    def _graph_step(self) -> None:
+        if self.graph is not None:
+            self.graph.replay()
+            return
+        if self.eager_steps < WARMUP_STEPS:  # warm up on a side stream, as CUDA graph capture requires
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                self._eager_step()
+            torch.cuda.current_stream().wait_stream(stream)
+            self.eager_steps += 1
+            return
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                self._eager_step()
+        except RuntimeError as exc:  # an op that cannot be captured: stay eager, correctly
+            log.warning("CUDA graph capture failed (%s): running eagerly", str(exc).splitlines()[0])
+            self.engine = EngineSpec(**{**self.engine.__dict__, "cuda_graph": False})
+            self._eager_step()
+            return
+        self.graph = graph
+        graph.replay()  # capture records the step without running it
+
+    def _step(self) -> None:
+        graphable = self.engine.cuda_graph and not self.objective.draws_per_step  # a graph would replay one draw
+        if graphable and self.image.device.type == "cuda":
+            self._graph_step()
+        else:
+            self._eager_step()
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> None:
+        self.objective.begin_step(self.trainer.global_step, self.num_images)
+        self.optimizers().step(closure=self._step)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.graph, self.eager_steps = None, 0
+
+    # ---- what leaves the device ----------------------------------------------------------------------------
+    def image_losses(self, terms: dict[str, Tensor], k: int) -> dict[str, float]:
+        """Image k's share of a batch's losses, as floats, keeping only the terms that image weights."""
+        w = self.weights[k]
+        wanted = {
+            "total": True,
+            "content": w.alpha > 0,
+            "style": w.beta > 0,
+            "tv": w.tv > 0,
+            "color": w.color > 0,
+            "temporal": w.temporal > 0,
+        }
+        out = {key: float(terms[key][k]) for key, keep in wanted.items() if keep and key in terms}
+        if w.beta > 0:
+            out.update({f"style/{n}": float(terms[f"style/{n}"][k]) for n, v in w.style_weights.items() if v > 0})
+        return out

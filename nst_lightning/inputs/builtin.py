@@ -1,0 +1,244 @@
+"""Built-in images, so a first run needs no files: a photograph, a generated painting, and famous paintings.
+
+- ``grace_hopper``: the public-domain photograph that matplotlib ships as sample data (no download).
+- ``brushstrokes``: a painterly style image, painted by ``painter.py``, deterministic for a (size, seed).
+- the names in ``PAINTINGS``: the classic neural-style example images, downloaded on first use from pinned
+  URLs, checked against a pinned sha256 and kept in ``cache_dir()/paintings``. Nothing downloaded is executed.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.client
+import logging
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import BinaryIO
+
+from PIL import Image
+
+from nst_lightning.inputs import painter
+from nst_lightning.inputs.painter import brushstrokes
+from nst_lightning.util.errors import NSTError
+from nst_lightning.util.files import atomic_write, file_sha256
+
+log = logging.getLogger(__name__)
+
+BUILTIN_CONTENT = "grace_hopper"
+BUILTIN_STYLE = "brushstrokes"
+
+DEFAULT_PAINTINGS_URL = "https://raw.githubusercontent.com/jcjohnson/neural-style/master/examples/inputs"
+PAINTINGS_URL_ENV = "NST_LIGHTNING_PAINTINGS_URL"
+CACHE_ENV = "NST_LIGHTNING_CACHE"
+
+# name -> (url, sha256). The hashes pin the exact bytes: a changed upstream file is refused, not used.
+PAINTINGS: dict[str, tuple[str, str]] = {
+    "tubingen": (
+        f"{DEFAULT_PAINTINGS_URL}/tubingen.jpg",
+        "e67d1869f01fd805385c681a80d9ebcf0f70ea4a5fe6127f0606bb1c7f4bf506",
+    ),
+    "starry_night": (
+        f"{DEFAULT_PAINTINGS_URL}/starry_night.jpg",
+        "0592ab0f7b51b3ce72608a95e53880bd93971e5b48f93a0ce8dfd3cbccf3d098",
+    ),
+    "the_scream": (
+        f"{DEFAULT_PAINTINGS_URL}/the_scream.jpg",
+        "f3075cddeb974a9ee1d6418f7f33fd05185a7ac7dcb4288bd2805d499a9dcaee",
+    ),
+    "shipwreck": (
+        f"{DEFAULT_PAINTINGS_URL}/shipwreck.jpg",
+        "4f7cf34e3cd4a5daaf3f421f059ca9a01aaa2a3afd7243d6670c9c8bc001a213",
+    ),
+    "seated-nude": (
+        f"{DEFAULT_PAINTINGS_URL}/seated-nude.jpg",
+        "f398757cfb5346842c3bc309ca65d03381b38b1f5f8d7c60abe68a804a405cf1",
+    ),
+    "golden_gate": (
+        f"{DEFAULT_PAINTINGS_URL}/golden_gate.jpg",
+        "f8476ac216e0d409af2e52bf82ad2cdc3433e23d7895e6f9b2048fc014ed57ba",
+    ),
+    "hoovertowernight": (  # a night photograph: the dark image of the photorealistic study
+        f"{DEFAULT_PAINTINGS_URL}/hoovertowernight.jpg",
+        "8852910ed1594af535c3dee012b020b9ee4045798645885d20a9445d12e98093",
+    ),
+}
+
+_LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+_MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024  # the real files are well under 2 MB: stop a runaway response early
+_CHUNK = 1 << 16
+
+
+def builtin_names() -> list[str]:
+    """Every name ``open_builtin`` accepts, the two offline ones first."""
+    return [BUILTIN_CONTENT, BUILTIN_STYLE, *PAINTINGS]
+
+
+def open_builtin(name: str, cache_dir: Path | None = None) -> Image.Image:
+    """Open a built-in image by name as RGB; paintings are downloaded into ``cache_dir`` on first use."""
+    if name == BUILTIN_CONTENT:
+        return _grace_hopper()
+    if name == BUILTIN_STYLE:
+        return _default_brushstrokes().copy()  # a copy: callers may edit it in place, the cache must stay intact
+    if name in PAINTINGS:
+        path = fetch_painting(name, cache_dir)
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    raise NSTError(f"unknown built-in image '{name}': choose one of {', '.join(builtin_names())}")
+
+
+def _grace_hopper() -> Image.Image:
+    import matplotlib.cbook  # imported here: matplotlib is slow to import and only this image needs it
+
+    try:
+        path = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except OSError as exc:  # some distributions strip matplotlib's sample data
+        raise NSTError(
+            f"matplotlib's sample photograph grace_hopper.jpg is unavailable ({exc}); "
+            "reinstall matplotlib or pass a content image path instead"
+        ) from None
+
+
+@functools.lru_cache(maxsize=1)
+def _default_brushstrokes() -> Image.Image:
+    """The default style, kept as a PNG in the cache folder: painting it takes about half a second, reading it back
+    a few milliseconds, and it is the style of every run that names none. The file name holds a digest of the
+    painter's source, so a changed painter paints again; an unreadable file is painted again and replaced."""
+    digest = file_sha256(painter.__file__)[:16]
+    path = _default_cache_dir() / "builtin" / f"brushstrokes-512-0-{digest}.png"
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except Exception:  # absent, truncated or not an image: paint it
+        pass
+    image = brushstrokes(512, 0)
+    try:
+        atomic_write(path, lambda f: image.save(f, format="PNG"))
+    except OSError:  # a read-only cache only costs the painting next time
+        pass
+    return image
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Downloaded paintings
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """Where downloads are kept: ``$NST_LIGHTNING_CACHE`` if set, else ``~/.cache/nst_lightning``."""
+    return _default_cache_dir()
+
+
+def _default_cache_dir() -> Path:
+    # A separate name, because fetch_painting's ``cache_dir`` argument shadows the public function.
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return Path(os.path.expanduser(override))
+    return Path.home() / ".cache" / "nst_lightning"
+
+
+def fetch_painting(name: str, cache_dir: Path | None = None, base_url: str | None = None, timeout: float = 30) -> Path:
+    """Return the local path of a named painting, downloading and verifying it on first use.
+
+    ``cache_dir`` is the cache root (default ``cache_dir()``); the file lands in ``<root>/paintings/<name>.jpg``.
+    ``base_url`` (or ``$NST_LIGHTNING_PAINTINGS_URL``) replaces the folder the files are downloaded from.
+    """
+    if name not in PAINTINGS:
+        raise NSTError(f"unknown painting '{name}': choose one of {', '.join(PAINTINGS)}")
+    default_url, expected = PAINTINGS[name]
+    folder = Path(cache_dir if cache_dir is not None else _default_cache_dir()) / "paintings"
+    target = folder / f"{name}.jpg"
+    if target.is_file():
+        if file_sha256(target) == expected:
+            return target
+        log.warning("cached %s does not match its pinned sha256: downloading it again", target)
+
+    url = _painting_url(default_url, base_url if base_url is not None else os.environ.get(PAINTINGS_URL_ENV))
+
+    def download_verified(out: BinaryIO) -> None:
+        got = _download(name, url, out, timeout)
+        if got != expected:  # raising here makes atomic_write drop the temp file: nothing unverified lands
+            raise NSTError(
+                f"download of '{name}' from {url} has sha256 {got}, expected {expected}: "
+                "the file changed or was corrupted; pass a local file instead"
+            )
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NSTError(
+            f"cannot write to the cache folder {folder} ({exc}); set {CACHE_ENV} to a writable folder"
+        ) from None
+    atomic_write(target, download_verified)  # other readers see no file or the whole verified file
+    log.info("downloaded %s to %s", url, target)
+    return target
+
+
+def _painting_url(default_url: str, base_url: str | None) -> str:
+    """The URL to download from; overrides must be https, or plain http to this machine only (tests)."""
+    if not base_url:
+        return default_url
+    parsed = urllib.parse.urlsplit(base_url)
+    local_http = parsed.scheme == "http" and parsed.hostname in _LOCAL_HOSTS
+    if parsed.scheme != "https" and not local_http:
+        raise NSTError(
+            f"refusing to download paintings from {base_url}: use an https:// URL "
+            "(plain http is allowed only for 127.0.0.1/localhost)"
+        )
+    filename = default_url.rsplit("/", 1)[1]
+    return f"{base_url.rstrip('/')}/{filename}"
+
+
+def _offline_error(name: str, url: str, reason: object) -> NSTError:
+    reason = " ".join(str(reason).split())  # keep the message on one line
+    return NSTError(
+        f"could not download '{name}' from {url} ({reason}); you seem to be offline: "
+        f"pass a local file instead, e.g. style=/path/to/{name}.jpg"
+    )
+
+
+def _download(name: str, url: str, out: BinaryIO, timeout: float) -> str:
+    """Stream ``url`` into the open binary file ``out``; return the sha256 of what was written."""
+    digest = hashlib.sha256()
+    try:
+        response = urllib.request.urlopen(url, timeout=timeout)  # the scheme was checked by _painting_url
+    except urllib.error.HTTPError as exc:  # the server answered: not offline, but the file is not there
+        raise NSTError(
+            f"could not download '{name}' from {url} (HTTP {exc.code} {exc.reason}); "
+            f"pass a local file instead, e.g. style=/path/to/{name}.jpg"
+        ) from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise _offline_error(name, url, getattr(exc, "reason", exc)) from None
+    total = 0
+    with response:
+        while True:
+            try:
+                chunk = response.read(_CHUNK)
+            except (OSError, http.client.HTTPException) as exc:  # connection dropped mid-transfer
+                raise _offline_error(name, url, exc) from None
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > _MAX_DOWNLOAD_BYTES:
+                raise NSTError(
+                    f"download of '{name}' from {url} exceeds {_MAX_DOWNLOAD_BYTES // 2**20} MiB: "
+                    "not the expected painting; pass a local file instead"
+                )
+            digest.update(chunk)
+            out.write(chunk)
+    return digest.hexdigest()
+
+
+if __name__ == "__main__":  # quick look: python -m nst_lightning.inputs.builtin /tmp/brushstrokes.png
+    import sys
+    import time
+
+    start = time.perf_counter()
+    image = brushstrokes()
+    print(f"brushstrokes(512) in {time.perf_counter() - start:.2f} s")
+    image.save(sys.argv[1] if len(sys.argv) > 1 else "brushstrokes.png")

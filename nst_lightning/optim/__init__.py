@@ -1,0 +1,1 @@
+"""Optimisers of the generated image: our L-BFGS (batched, scale-free, no host sync)."""

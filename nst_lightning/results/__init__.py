@@ -1,0 +1,1 @@
+"""Reading finished runs: finding them, the objective-independent metrics, and the report's figures."""
