@@ -22,9 +22,11 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 from PIL import Image
 
-from nst_lightning.config.schema import conf_dir, register_configs
+from nst_lightning.apps.presets import register_configs
+from nst_lightning.config.schema import conf_dir
 from nst_lightning.inputs.builtin import PAINTINGS, brushstrokes
 
 register_configs()
@@ -113,15 +115,51 @@ def compose_cfg(*overrides: str):
         return compose("config", overrides=list(overrides))
 
 
+def plan_of(*overrides: str):
+    """The typed plan of a run (``Config``) for the real conf/ composed with ``overrides``, as the CLI makes it."""
+    return OmegaConf.to_object(compose_cfg(*overrides))
+
+
+def checked(config):
+    """The checks a run makes before its first image is decoded (the numbers, then the layers against the
+    network); the images of the run."""
+    from nst_lightning.config.validate import check_layers, validate_run
+    from nst_lightning.engine.parts import build_parts
+
+    found = validate_run(config)
+    check_layers(found, build_parts(config).network)
+    return found
+
+
+def memory_check(config):
+    """The up-front memory check of a run of ``config`` (its estimate, or None where it is not checked)."""
+    from nst_lightning.config.validate import validate_run
+    from nst_lightning.engine.memory import check_memory
+    from nst_lightning.engine.parts import build_parts
+
+    return check_memory(config, validate_run(config), build_parts(config))
+
+
+TINY = ["size=32", "steps=3", "snapshot_every=0", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
+TINY += ["metrics=false"]  # the end-of-run panel has its own tests (test_metrics.py, test_run.py)
+
+
 @pytest.fixture
 def make_cfg(images):
-    """Compose the real conf/ with overrides, on tiny synthetic images by default."""
+    """The plan (a typed ``Config``) of the real conf/ with overrides, on tiny synthetic images by default."""
 
     def _make(*overrides: str):
-        base = [f"content={images['content']}", f"style={images['style']}", "size=32", "steps=3"]
-        base += ["snapshot_every=0", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
-        base += ["metrics=false"]  # the end-of-run panel has its own tests (test_metrics.py, test_run.py)
-        return compose_cfg(*base, *overrides)
+        return plan_of(f"content={images['content']}", f"style={images['style']}", *TINY, *overrides)
+
+    return _make
+
+
+@pytest.fixture
+def make_dictconfig(images):
+    """The composed config itself (Hydra's DictConfig), for what the entry points read."""
+
+    def _make(*overrides: str):
+        return compose_cfg(f"content={images['content']}", f"style={images['style']}", *TINY, *overrides)
 
     return _make
 

@@ -13,16 +13,16 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from nst_lightning.config.schema import conf_dir, register_configs
+from nst_lightning.apps import sweeps
+from nst_lightning.apps.presets import register_configs
+from nst_lightning.config.schema import Config, conf_dir
 from nst_lightning.util import folders
 from nst_lightning.util.errors import NSTError, first_line, full_error, user_error
 
 log = logging.getLogger("nst_lightning")
 register_configs()
-
-SEED_MAX = 2**32 - 1  # numpy's range, which Lightning's seed_everything enforces
 
 
 def sweep_tensorboard(hc: DictConfig) -> tuple[Path | None, str | None]:
@@ -35,23 +35,11 @@ def sweep_tensorboard(hc: DictConfig) -> tuple[Path | None, str | None]:
     if hc.mode != RunMode.MULTIRUN:
         return None, None
     sweep_dir = Path(hc.sweep.dir)
-    swept = folders.swept_keys(sweep_dir)
+    swept = sweeps.swept_keys(sweep_dir)
     job = OverridesParser.create().parse_overrides(list(hc.overrides.task))
     parts = [f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in job if o.get_key_element() in swept]
     name = ",".join(parts).replace("/", "_") or f"job{hc.job.num}"
     return sweep_dir / "tensorboard", name
-
-
-def check_seeds(cfg: DictConfig) -> None:
-    """``seed``, ``network.seed`` and ``batch_sweep.seed`` must be whole numbers from 0 to 2^32 - 1 (what numpy and
-    Lightning accept): one line naming the key if not."""
-    network = cfg.get("network")
-    batch = cfg.get("batch_sweep")
-    seeds = [("seed", cfg.get("seed")), ("network.seed", network.get("seed") if network is not None else None)]
-    seeds += [("batch_sweep.seed", s) for s in ((batch.get("seed") if batch is not None else None) or [])]
-    for key, value in seeds:
-        if value is not None and not 0 <= value <= SEED_MAX:
-            raise NSTError(f"{key}={value} is not valid: a seed is a whole number from 0 to {SEED_MAX}")
 
 
 def _kept(run_dir: Path) -> str:
@@ -74,10 +62,10 @@ def _failed_job(run_dir: Path, hc: DictConfig, exc: BaseException, bad_input: bo
     """A failed sweep job: its folder gets the ``failed`` marker; a job-specific error returns NaN (the sweep
     carries on), an error that would hit every job ends the sweep now (exit code 2)."""
     text = f"error: {exc}" if bad_input else f"{first_line(exc)}\n\n{traceback.format_exc()}"
-    folders.record_failure(run_dir, text)
+    sweeps.record_failure(run_dir, text)
     if bad_input:
-        keys = folders.swept_keys(hc.sweep.dir)
-        if not folders.job_specific(str(exc), folders.job_values(list(hc.overrides.task), keys)):
+        keys = sweeps.swept_keys(hc.sweep.dir)
+        if not sweeps.job_specific(str(exc), sweeps.job_values(list(hc.overrides.task), keys)):
             user_error(exc)  # the same error would hit every job: stop now
         log.error("error: %s", exc)
     else:
@@ -100,11 +88,10 @@ def _app(cfg: DictConfig) -> float:
     run_dir = Path(hc.runtime.output_dir)
     sweep = hc.mode == RunMode.MULTIRUN
     try:
-        if not sweep:  # claimed already by folders.ClaimFolder (before Hydra wrote .hydra/): this is a no-op then
+        if not sweep:  # claimed already by sweeps.ClaimFolder (before Hydra wrote .hydra/): this is a no-op then
             folders.claim(run_dir, "hydra.run.dir")  # a sweep's jobs are inside its claimed folder
-        check_seeds(cfg)
         tensorboard_dir, run_name = sweep_tensorboard(hc)
-        metrics = run(cfg, run_dir, tensorboard_dir, run_name, overrides=list(hc.overrides.task))
+        metrics = run(plan(cfg), run_dir, tensorboard_dir, run_name, overrides=list(hc.overrides.task))
         if metrics.get("interrupted"):
             log.warning("stopped early: result.png holds the image so far; continue with resume=%s", run_dir)
             sys.exit(143 if metrics.get("stopped_by") == "SIGTERM" else 130)
@@ -127,6 +114,11 @@ def _app(cfg: DictConfig) -> float:
         raise
     (run_dir / folders.FAILED).unlink(missing_ok=True)  # an earlier attempt's marker no longer describes it
     return metrics["loss_total"]
+
+
+def plan(cfg: DictConfig) -> Config:
+    """The composed config as the typed plan of a run (its interpolations resolved)."""
+    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
 
 
 def _quoted(value: str) -> str:

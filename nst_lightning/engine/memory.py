@@ -41,9 +41,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nst_lightning.config.plan import LBFGSSpec, RunPlan
-from nst_lightning.model.vgg import LAYERS, layer_channels
+from nst_lightning.model.vgg import layer_table
 from nst_lightning.util.errors import NSTError
+
+LayerTable = list[tuple[str, int, int]]  # (layer, channels, stride) in network order
+VGG19_TABLE: LayerTable = layer_table("vgg19")
 
 # Calibrated on CPU (see the module docstring): the process at a tiny size, and the backward pass's
 # gradients and temporaries as a multiple of the activations kept for it.
@@ -57,26 +59,32 @@ HALF_PRECISIONS = ("bf16-mixed", "bf16-true", "16-mixed", "16-true", "bf16", "16
 SKIP_ENV = "NST_SKIP_MEMORY_CHECK"
 
 
-def _feature_maps(height: int, width: int, deepest: str) -> list[tuple[str, int, int]]:
-    """(layer, channels, positions) of every layer output of the network cut after ``deepest``."""
-    maps, h, w, channels = [], height, width, 3
-    for name in LAYERS[: LAYERS.index(deepest) + 1]:
-        if name.startswith("pool"):
-            h, w = h // 2, w // 2  # 2x2, stride 2: floor
-        else:
-            channels = layer_channels(name)
-        maps.append((name, channels, h * w))
+def _deepest(layers: list[str] | tuple[str, ...], table: LayerTable) -> str:
+    order = [name for name, _, _ in table]
+    return max(layers, key=order.index)
+
+
+def _feature_maps(height: int, width: int, deepest: str, table: LayerTable = VGG19_TABLE) -> list[tuple[str, int, int]]:
+    """(layer, channels, positions) of every layer output up to ``deepest`` (poolings floor: h // stride)."""
+    maps = []
+    for name, channels, stride in table:
+        maps.append((name, channels, (height // stride) * (width // stride)))
+        if name == deepest:
+            break
     return maps
 
 
 def target_pass_bytes(
-    height: int, width: int, layers: list[str] | tuple[str, ...], style_layers: list[str] | tuple[str, ...]
+    height: int,
+    width: int,
+    layers: list[str] | tuple[str, ...],
+    style_layers: list[str] | tuple[str, ...],
+    table: LayerTable = VGG19_TABLE,
 ) -> int:
     """The peak of one forward pass without gradients (the content and style targets) at ``height`` x ``width``:
     the outputs of every layer in use (the network returns them all), the input and output of the layer being
     computed, the input's preprocessed copies, and the float32 copy and Gram matrix of one style layer."""
-    deepest = max(layers, key=LAYERS.index)
-    maps = _feature_maps(height, width, deepest)
+    maps = _feature_maps(height, width, _deepest(layers, table), table)
     sizes = [c * m for _, c, m in maps]
     kept = sum(c * m for name, c, m in maps if name in set(layers))
     transient = max((sizes[i - 1] if i else 3 * height * width) + sizes[i] for i in range(len(sizes)))
@@ -100,6 +108,10 @@ def memory_parts(
     extra_channels: int = 0,
     decode: int = 0,
     style_loss: str = "gram",
+    table: LayerTable = VGG19_TABLE,
+    weight_bytes: int | None = None,
+    optimizer_state: tuple[float, float] | None = None,
+    statistic_bytes: int | None = None,
 ) -> dict[str, int]:
     """The estimated peak of a run, part by part, in bytes (see the module docstring); their sum is the estimate.
 
@@ -108,28 +120,35 @@ def memory_parts(
     ``styles``: (height, width) of each style image as the network sees it (default: one, the content's shape);
     ``extra_channels``: channels of other content-sized inputs held throughout (a mask 1, a temporal target 3,
     the content's colours 3); ``decode``: the host bytes of decoding the largest input (``decode_bytes``);
-    ``style_loss``: the statistic matched at the style layers (``STYLE_LOSS_BYTES``).
+    ``style_loss``: the statistic matched at the style layers (``STYLE_LOSS_BYTES``). For a network, optimiser or
+    statistic other than the built-ins: ``table`` (the network's layers), ``weight_bytes`` (its parameters),
+    ``optimizer_state`` (bytes per element of the image, and fixed bytes: ``optimizer_state_bytes``) and
+    ``statistic_bytes`` (per element of the style layers' features).
     """
     style_layers = list(layers[1:] if style_layers is None else style_layers)
     styles = [(height, width)] if styles is None else list(styles)
-    deepest = max(layers, key=LAYERS.index)
-    maps = _feature_maps(height, width, deepest)
+    maps = _feature_maps(height, width, _deepest(layers, table), table)
     half = str(precision) in HALF_PRECISIONS
     # bf16/16 halve what autograd keeps, except on a CPU without bf16 instructions, where the convolutions
     # fall back to float32 kernels and keep both copies (measured in benchmarks/: more than fp32, not less).
     act_bytes = (2 if device == "cuda" or native_bf16_cpu() else 6) if half else 4
     pixels = 3 * height * width  # one image's numel
-    weights = sum(layer_channels(n) * (maps[i - 1][1] if i else 3) * 9 * 4 for i, (n, _, _) in enumerate(maps))
+    if weight_bytes is None:
+        weight_bytes = sum(c * (maps[i - 1][1] if i else 3) * 9 * 4 for i, (n, c, _) in enumerate(maps) if "conv" in n)
+    weights = weight_bytes
     activations = sum(c * m for _, c, m in maps) * act_bytes * images
     by_name = {name: (c, m) for name, c, m in maps}
     gram = sum(4 * (by_name[n][0] * by_name[n][1] + 4 * by_name[n][0] ** 2) for n in style_layers) * images
-    statistic = STYLE_LOSS_BYTES.get(style_loss, 0) * sum(by_name[n][0] * by_name[n][1] for n in style_layers) * images
-    if optimizer == "lbfgs":
+    per_element = STYLE_LOSS_BYTES.get(style_loss, 0) if statistic_bytes is None else statistic_bytes
+    statistic = per_element * sum(by_name[n][0] * by_name[n][1] for n in style_layers) * images
+    if optimizer_state is not None:
+        opt_bytes = int(optimizer_state[0] * pixels * images + optimizer_state[1])
+    elif optimizer == "lbfgs":
         opt_bytes = (2 * history_size + 4) * pixels * 4 * images
     else:
         opt_bytes = 2 * pixels * 4 * images
     optimisation = int(activations * BACKWARD_FACTOR) + gram + statistic + opt_bytes
-    targets = max(target_pass_bytes(h, w, layers, style_layers) for h, w in [(height, width), *styles])
+    targets = max(target_pass_bytes(h, w, layers, style_layers, table) for h, w in [(height, width), *styles])
     held = (3 * images + 1) * pixels + sum(3 * h * w for h, w in styles) + extra_channels * height * width
     return {
         "runtime": RUNTIME_BYTES.get(device, RUNTIME_BYTES["cpu"]),
@@ -251,30 +270,151 @@ def decode_bytes(header: Header | None, long_side: int) -> int:
     return 9 * (0 if header is None else decoded_pixels(header, long_side)) + 30 * height * width
 
 
-def _device(plan: RunPlan) -> str | None:
+def device_of(config: Any) -> str | None:
+    """Where the run's tensors live: cpu, cuda, or None where it is not checked (mps, tpu, no GPU for gpu)."""
     import torch
 
-    accelerator = str(plan.trainer.get("accelerator", "auto"))
+    accelerator = str(config.trainer.get("accelerator", "auto"))
     if accelerator == "cpu":
         return "cpu"
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
         return "cuda" if torch.cuda.is_available() else None  # Lightning itself will say there is no GPU
-    return "cpu" if accelerator == "auto" else None  # mps, tpu, ...: not checked
+    return "cpu" if accelerator == "auto" else None
 
 
 def _gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB" if n < 10 * 2**30 else f"{n / 2**30:.0f} GiB"
 
 
-def _plan(plan_or_cfg: Any) -> RunPlan:
-    if isinstance(plan_or_cfg, RunPlan):
-        return plan_or_cfg
-    from nst_lightning.config.plan import build_plan
+def optimizer_state_bytes(factory: Any) -> tuple[float, float]:
+    """(bytes per element of the image, fixed bytes) of an optimiser's state after its first step (L-BFGS
+    allocates its whole history then), measured on two small images, plus two working vectors of the step."""
+    import torch
 
-    return build_plan(plan_or_cfg)
+    measured = []
+    for side in (4, 16):
+        image = torch.zeros(1, 3, side, side, requires_grad=True)
+
+        def closure(image: Any = image) -> Any:
+            image.grad = None
+            loss = (image - 0.5).pow(2).sum()
+            loss.backward()
+            return loss.detach().reshape(1)
+
+        optimizer = factory([image])
+        optimizer.step(closure)
+        state = [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
+        measured.append((image.numel(), sum(t.numel() * t.element_size() for t in state)))
+    (n1, b1), (n2, b2) = measured
+    slope = (b2 - b1) / (n2 - n1)
+    return slope + 2 * 4, max(0.0, b1 - slope * n1)
 
 
-def check_memory(plan_or_cfg: RunPlan | Any) -> int | None:
+@dataclass(frozen=True)
+class RunShape:
+    """What the estimate of one run needs, read from its config, its parts and its images' headers."""
+
+    device: str
+    precision: str
+    images: int
+    layers: list[str]
+    style_layers: list[str]
+    table: LayerTable
+    weight_bytes: int
+    optimizer_state: tuple[float, float]
+    statistic_bytes: int
+    content: Header | None
+    styles: list[Header | None]
+    at_content_side: list[str]  # files loaded at the content's size: a mask, a start, a temporal target
+    extra_channels: int
+    style_size: int | None
+    style_scale: float
+
+
+def run_shape(config: Any, images: list[Any], parts: Any, device: str) -> RunShape:
+    from nst_lightning.config.derive import layers_in_use, loss_weights, style_paths
+
+    configs = [image.config for image in images]
+    network = parts.network
+    temporal = any(c.temporal_weight > 0 for c in configs)
+    at_content_side = [config.content_mask, *[c.init.path for c in configs if str(c.init.kind) == "image"][:1]]
+    at_content_side.append(config.temporal_target if temporal else None)
+    extra = (1 if config.content_mask else 0) + (3 if temporal else 0)
+    extra += 3 if str(config.preserve_color) == "luminance" else 0
+    layers = list(dict.fromkeys(n for c in configs for n in layers_in_use(c))) or [network.layer_names[0]]
+    return RunShape(
+        device=device,
+        precision=str(config.trainer.get("precision", "32-true")),
+        images=len(images),
+        layers=layers,
+        style_layers=list(dict.fromkeys(n for c in configs if loss_weights(c)[1] > 0 for n in c.style_layers)),
+        table=[(name, network.channels(name), network.stride(name)) for name in network.layer_names],
+        weight_bytes=sum(p.numel() * p.element_size() for p in network.parameters()),
+        optimizer_state=optimizer_state_bytes(parts.optimizer),
+        statistic_bytes=int(getattr(parts.statistic_class, "bytes_per_element", 0)),
+        content=image_header(config.content),
+        styles=[image_header(path) for path in style_paths(config)],
+        at_content_side=[path for path in at_content_side if path],
+        extra_channels=extra,
+        style_size=config.style_size,
+        style_scale=float(config.style_scale),
+    )
+
+
+def estimate(shape: RunShape, side: int, style_side: int | None = None, scale: float = 1.0) -> int:
+    """The estimated peak of the run at long side ``side`` (the style at ``style_side``; ``scale`` multiplies the
+    optimiser's per-element state, to try a shorter history)."""
+    style_side = style_side or shape.style_size or max(1, round(side * shape.style_scale))
+    hw = resized_shape(shape.content, side)
+    loads = [decode_bytes(shape.content, side), *[decode_bytes(style, style_side) for style in shape.styles]]
+    loads += [decode_bytes(image_header(path), max(hw)) for path in shape.at_content_side]
+    per_element, fixed = shape.optimizer_state
+    return estimate_peak_bytes(
+        *hw,
+        layers=shape.layers,
+        style_layers=shape.style_layers,
+        images=shape.images,
+        precision=shape.precision,
+        device=shape.device,
+        styles=[resized_shape(style, style_side) for style in shape.styles],
+        extra_channels=shape.extra_channels,
+        decode=max(loads),
+        table=shape.table,
+        weight_bytes=shape.weight_bytes,
+        optimizer_state=(per_element * scale, fixed * scale),
+        statistic_bytes=shape.statistic_bytes,
+    )
+
+
+def largest(fits: Any, lo: int, hi: int) -> int:
+    """The largest value in [lo, hi) for which fits() holds (lo if none does)."""
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
+def _advice(shape: RunShape, long_side: int, available: int, history_size: int | None) -> list[str]:
+    advice = []
+    style_side = shape.style_size or max(1, round(long_side * shape.style_scale))
+    if style_side > 16 and estimate(shape, long_side, 16) <= available:  # the style images alone are too large
+        fit = largest(lambda s: estimate(shape, long_side, s) <= available, 16, style_side)
+        if shape.style_size:
+            advice.append(f"lower style_size (about {fit} px fits)")
+        else:
+            advice.append(f"lower style_scale (about {fit / long_side:.2g} fits)")
+    side = largest(lambda s: estimate(shape, s) <= available, 16, long_side)
+    if estimate(shape, side) <= available:
+        advice.append(f"lower size (about {side} px fits)")
+    if history_size and history_size > 10 and estimate(shape, long_side, None, 10 / history_size) <= available:
+        fit = largest(lambda h: estimate(shape, long_side, None, h / history_size) <= available, 10, history_size)
+        advice.append(f"optimizer.history_size={fit}")
+    if shape.images > 1:
+        advice.append("fewer images in batch_sweep")
+    return advice or ["free some memory"]
+
+
+def check_memory(config: Any, images: list[Any], parts: Any) -> int | None:
     """Refuse (NSTError, one line) a run whose estimated peak exceeds the memory available; return the estimate.
 
     Every image the run decodes and feeds the network counts: the content at the output size, each style image
@@ -283,95 +423,36 @@ def check_memory(plan_or_cfg: RunPlan | Any) -> int | None:
     do the largest stage of ``scales`` and every image of ``batch_sweep``. The message gives the size that fits.
     ``NST_SKIP_MEMORY_CHECK=1`` skips the check (if the estimate is wrong for a machine).
     """
-    plan = _plan(plan_or_cfg)
-    device = _device(plan)
+    from nst_lightning.config.derive import stage_sizes
+
+    device = device_of(config)
     if device is None or os.environ.get(SKIP_ENV) == "1":
         return None
-    spec = plan.inputs
-    long_side = max(stage.size for stage in plan.stages)
-    images = len(plan.images)
-    style_layers = list(dict.fromkeys(n for im in plan.images if im.weights.beta > 0 for n in im.weights.style_weights))
-    layers = plan.network.layers
-    content = image_header(spec.content)
-    styles = [image_header(path) for path in spec.styles]
-    temporal = any(im.weights.temporal > 0 for im in plan.images)
-    at_content_side = [spec.content_mask]  # loaded at the content's long side, then fitted to it
-    at_content_side += [im.init.path for im in plan.images if im.init.kind == "image"][:1]
-    at_content_side.append(spec.temporal_target if temporal else None)
-    extra = (1 if spec.content_mask else 0) + (3 if temporal else 0)
-    extra += 3 if spec.preserve_color == "luminance" else 0
-    style_size, style_scale = spec.style_size, spec.style_scale
-    lbfgs = isinstance(plan.optimizer, LBFGSSpec)
-    history_size = plan.optimizer.history_size if isinstance(plan.optimizer, LBFGSSpec) else 0
-    steps = max(stage.steps for stage in plan.stages)
-
-    def estimate(side: int, style_side: int | None = None, history: int | None = None) -> int:
-        style_side = style_side or style_size or max(1, round(side * style_scale))
-        shape = resized_shape(content, side)
-        loads = [decode_bytes(content, side), *[decode_bytes(style, style_side) for style in styles]]
-        loads += [decode_bytes(image_header(spec), max(shape)) for spec in at_content_side if spec]
-        return estimate_peak_bytes(
-            *shape,
-            layers=layers,
-            style_layers=style_layers,
-            images=images,
-            history_size=history or history_size,
-            steps=steps,
-            optimizer="lbfgs" if lbfgs else "adam",
-            precision=plan.engine.precision,
-            device=device,
-            styles=[resized_shape(style, style_side) for style in styles],
-            extra_channels=extra,
-            decode=max(loads),
-            style_loss=str(getattr(plan.style_loss.name, "value", plan.style_loss.name)),
-        )
-
-    needed, available = estimate(long_side), available_bytes(device)
+    shape = run_shape(config, images, parts, device)
+    long_side = max(size for size, _ in stage_sizes(config))
+    needed, available = estimate(shape, long_side), available_bytes(device)
     if available is None or needed <= available:
         return needed
-
-    def largest(fits: Any, lo: int, hi: int) -> int:
-        """The largest value in [lo, hi) for which fits() holds (lo if none does)."""
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-        return lo
-
-    advice = []
-    style_side = style_size or max(1, round(long_side * style_scale))
-    if style_side > 16 and estimate(long_side, 16) <= available:  # the style images alone are too large
-        fit = largest(lambda s: estimate(long_side, s) <= available, 16, style_side)
-        if style_size:
-            advice.append(f"lower style_size (about {fit} px fits)")
-        else:
-            advice.append(f"lower style_scale (about {fit / long_side:.2g} fits)")
-    side = largest(lambda s: estimate(s) <= available, 16, long_side)
-    if estimate(side) <= available:
-        advice.append(f"lower size (about {side} px fits)")
-    if lbfgs and history_size > 10 and estimate(long_side, None, 10) <= available:
-        fit = largest(lambda h: estimate(long_side, None, h) <= available, 10, history_size)
-        advice.append(f"optimizer.history_size={fit}")
-    if images > 1:
-        advice.append("fewer images in batch_sweep")
-    advice = advice or ["free some memory"]
+    history = getattr(parts.optimizer, "keywords", {}).get("history_size")
+    advice = _advice(shape, long_side, available, history)
     where = "GPU memory" if device == "cuda" else "memory"
-    shape = resized_shape(content, long_side)
-    biggest = max([resized_shape(style, style_side) for style in styles], key=lambda hw: hw[0] * hw[1])
+    hw = resized_shape(shape.content, long_side)
+    style_side = shape.style_size or max(1, round(long_side * shape.style_scale))
+    biggest = max([resized_shape(style, style_side) for style in shape.styles], key=lambda s: s[0] * s[1])
     what = ""
-    if biggest[0] * biggest[1] > shape[0] * shape[1]:
-        what = f" (the style image at {biggest[1]}x{biggest[0]} px, larger than the {shape[1]}x{shape[0]} output)"
+    if biggest[0] * biggest[1] > hw[0] * hw[1]:
+        what = f" (the style image at {biggest[1]}x{biggest[0]} px, larger than the {hw[1]}x{hw[0]} output)"
     raise NSTError(
         f"size={long_side} needs about {_gib(needed)}{what} but {_gib(available)} of {where} is available: "
         f"{', or '.join(advice)} ({SKIP_ENV}=1 tries anyway)"
     )
 
 
-def slow_precision_warning(plan_or_cfg: RunPlan | Any) -> str | None:
+def slow_precision_warning(config: Any) -> str | None:
     """The warning for half precision on a CPU without bf16/fp16 instructions (it emulates them: benchmarks/
     measured bf16-mixed 40-50x slower than 32-true there), or None where half precision is not a slowdown."""
-    plan = _plan(plan_or_cfg)
-    precision = plan.engine.precision
-    if precision not in HALF_PRECISIONS or _device(plan) != "cpu" or native_bf16_cpu():
+    precision = str(config.trainer.get("precision", "32-true"))
+    if precision not in HALF_PRECISIONS or device_of(config) != "cpu" or native_bf16_cpu():
         return None
     return (
         f"trainer.precision={precision} on a CPU without bf16 instructions (AMX / AVX512-BF16) is emulated and "
@@ -382,14 +463,16 @@ def slow_precision_warning(plan_or_cfg: RunPlan | Any) -> str | None:
 BF16_TIP_MIN_SIZE = 256  # below it a step is short and the gain was not measured
 
 
-def bf16_tip(plan_or_cfg: RunPlan | Any) -> str | None:
+def bf16_tip(config: Any) -> str | None:
     """A tip for a float32 run of at least ``BF16_TIP_MIN_SIZE`` px on a CPU with AMX, where bf16-mixed is
     measured faster with the same final loss within 1% (benchmarks/README.md); None elsewhere. The default
     stays float32: a run's numbers should not depend on which CPU it landed on."""
-    plan = _plan(plan_or_cfg)
-    if plan.engine.precision not in ("32-true", "32") or _device(plan) != "cpu" or "amx_bf16" not in cpu_flags():
+    from nst_lightning.config.derive import stage_sizes
+
+    precision = str(config.trainer.get("precision", "32-true"))
+    if precision not in ("32-true", "32") or device_of(config) != "cpu" or "amx_bf16" not in cpu_flags():
         return None
-    if max(stage.size for stage in plan.stages) < BF16_TIP_MIN_SIZE:
+    if max(size for size, _ in stage_sizes(config)) < BF16_TIP_MIN_SIZE:
         return None
     return (
         "this CPU has AMX bf16 instructions: trainer.precision=bf16-mixed runs the network in bf16 (Gram matrices "

@@ -16,6 +16,7 @@ checkpoint is the image, the optimiser and the divergence record (a few MB), nev
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,11 +27,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from nst_lightning.config.plan import AdamSpec, EngineSpec, LBFGSSpec, LossWeights
-from nst_lightning.inputs.prepare import Prepared
+from nst_lightning.config.schema import EngineConfig
 from nst_lightning.model.color import with_chroma
 from nst_lightning.model.objective import Objective
-from nst_lightning.optim.lbfgs import LBFGS
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +42,14 @@ class Held:
 
     objective: Objective
     chroma: Tensor | None = None  # the content in colour, when only the luminance is transferred
-    prepared: Prepared | None = None  # the stage's images, as compared against (for inspection and tests)
+    prepared: Any = None  # the stage's images, as compared against (inputs.prepare.Prepared; for the panel, tests)
 
 
 class Stepper(torch.optim.Optimizer):
     """What Lightning sees as the optimiser: its step is the module's whole step (evaluate, update, bookkeeping),
-    eager or a CUDA graph replay; its state is the real optimiser's, so checkpoints hold that."""
+    eager or a CUDA graph replay; its state is the real optimiser's, so checkpoints hold that. (Lightning counts
+    ``global_step`` by optimiser steps; a CUDA graph replays the update with the evaluation, so the one step
+    Lightning calls must be the whole of it.)"""
 
     def __init__(self, image: nn.Parameter, inner: torch.optim.Optimizer) -> None:
         super().__init__([image], {})
@@ -69,24 +70,23 @@ class StyleTransfer(L.LightningModule):
         self,
         objective: Objective,
         init_image: Tensor,
-        weights: list[LossWeights],
-        optimizer: LBFGSSpec | AdamSpec,
+        optimizer: Callable[[list[Tensor]], torch.optim.Optimizer],
         steps: int,
-        engine: EngineSpec | None = None,
+        engine: EngineConfig | None = None,
         chroma: Tensor | None = None,
     ) -> None:
         super().__init__()
         k = init_image.shape[0]
-        if k != len(weights):
-            raise ValueError(f"{k} initial images but {len(weights)} sets of loss weights")
+        if k != objective.alpha.shape[0]:
+            raise ValueError(f"{k} initial images but {objective.alpha.shape[0]} sets of loss weights")
         self.image = nn.Parameter(init_image.detach().float().contiguous().clone())
         self.held = Held(objective, chroma)
-        self.weights = weights
-        self.optimizer_spec = optimizer
+        self.make_optimizer = optimizer
         self.steps = steps
-        self.engine = engine or EngineSpec()
+        self.engine = engine or EngineConfig()
         self.automatic_optimization = False  # the Stepper's closure is the whole step
-        terms = len(objective.terms)
+        self.logged = [logged_terms(objective, i) for i in range(k)]
+        terms = len(objective.terms_order)
         self.register_buffer("active", torch.ones(k, dtype=torch.bool))
         self.register_buffer("diverged_at", torch.full((k,), -1, dtype=torch.long))
         self.register_buffer("step_count", torch.zeros((), dtype=torch.long))
@@ -125,15 +125,13 @@ class StyleTransfer(L.LightningModule):
 
     # ---- optimisation --------------------------------------------------------------------------------------
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        spec = self.optimizer_spec
-        if isinstance(spec, LBFGSSpec):
-            inner = LBFGS(
-                [self.image], history_size=spec.history_size, first_step=spec.first_step, max_step=spec.max_step
-            )
-        else:
-            # capturable: the step count stays on the GPU (no host read per step, and a CUDA graph can hold it).
-            capturable = self.image.device.type == "cuda"
-            inner = torch.optim.Adam([self.image], lr=spec.lr, betas=spec.betas, capturable=capturable)
+        inner = self.make_optimizer([self.image])
+        if self.image.device.type == "cuda":
+            # capturable (torch's Adam and others): the step count stays on the GPU (no host read per step, and a
+            # CUDA graph can hold it).
+            for group in inner.param_groups:
+                if "capturable" in group:
+                    group["capturable"] = True
         self.inner_optimizer = inner
         return Stepper(self.image, inner)
 
@@ -201,7 +199,7 @@ class StyleTransfer(L.LightningModule):
                 self._eager_step()
         except RuntimeError as exc:  # an op that cannot be captured: stay eager, correctly
             log.warning("CUDA graph capture failed (%s): running eagerly", str(exc).splitlines()[0])
-            self.engine = EngineSpec(**{**self.engine.__dict__, "cuda_graph": False})
+            self.engine = dataclasses.replace(self.engine, cuda_graph=False)
             self._eager_step()
             return
         self.graph = graph
@@ -224,16 +222,15 @@ class StyleTransfer(L.LightningModule):
     # ---- what leaves the device ----------------------------------------------------------------------------
     def image_losses(self, terms: dict[str, Tensor], k: int) -> dict[str, float]:
         """Image k's share of a batch's losses, as floats, keeping only the terms that image weights."""
-        w = self.weights[k]
-        wanted = {
-            "total": True,
-            "content": w.alpha > 0,
-            "style": w.beta > 0,
-            "tv": w.tv > 0,
-            "color": w.color > 0,
-            "temporal": w.temporal > 0,
-        }
-        out = {key: float(terms[key][k]) for key, keep in wanted.items() if keep and key in terms}
-        if w.beta > 0:
-            out.update({f"style/{n}": float(terms[f"style/{n}"][k]) for n, v in w.style_weights.items() if v > 0})
-        return out
+        return {key: float(terms[key][k]) for key in self.logged[k] if key in terms}
+
+
+def logged_terms(objective: Objective, k: int) -> list[str]:
+    """The terms image k weights (total always): a term weighted 0 for it is not reported for it."""
+    weights = {"content": float(objective.alpha[k]) if objective.content_layers else 0.0}
+    weights["style"] = float(objective.beta[k]) if objective.style_layers else 0.0
+    for i, name in enumerate(objective.extras):
+        weights[name] = float(objective.extra_w[k, i])
+    for i, layer in enumerate(objective.style_layers):
+        weights[f"style/{layer}"] = weights["style"] * float(objective.style_w[k, i])
+    return [name for name in objective.terms_order if name == "total" or weights.get(name, 0.0) > 0]

@@ -1,21 +1,24 @@
-"""One run, as a short list of steps: resume / plan / memory check, then for each stage build and fit, then
-summarise. The config becomes a typed plan here, at the edge; nothing below reads it.
-"""
+"""One run, as a short list of steps: resume, checks, parts, memory; then for each stage build and fit; then
+summarise. ``run`` takes the typed ``Config`` (the plan) and the parts built from it."""
 
 from __future__ import annotations
 
 import logging
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
+from lightning.fabric.utilities.warnings import PossibleUserWarning
+from omegaconf import OmegaConf
 
-from nst_lightning.config.plan import RunPlan, Stage, build_plan, resume_config
+from nst_lightning.config.derive import Image, Stage, blend, loss_weights, record, stages, style_paths, style_weights
+from nst_lightning.config.records import resume
+from nst_lightning.config.schema import Config
+from nst_lightning.config.validate import check_layers, validate_run
 from nst_lightning.engine.callbacks import (
     FinalReport,
     GracefulStop,
@@ -27,13 +30,15 @@ from nst_lightning.engine.callbacks import (
 from nst_lightning.engine.memory import bf16_tip, check_memory, slow_precision_warning
 from nst_lightning.engine.module import StyleTransfer
 from nst_lightning.engine.outputs import ImageRun, image_runs
-from nst_lightning.inputs.prepare import initial_image, prepare, resized_to
-from nst_lightning.model.objective import Objective
-from nst_lightning.model.vgg import build_network
+from nst_lightning.engine.parts import Parts, build_parts
+from nst_lightning.inputs.prepare import Prepared, initial_image, prepare, resized_to
+from nst_lightning.model.losses import ColorStatistics, Temporal, TotalVariation
+from nst_lightning.model.objective import Objective, Weights, targets
 from nst_lightning.util.errors import NSTError
 from nst_lightning.util.files import write_json
 
 log = logging.getLogger(__name__)
+AUTOCAST = {"bf16-mixed": torch.bfloat16, "bf16": torch.bfloat16, "16-mixed": torch.float16, "16": torch.float16}
 
 
 def _not_an_advert(record: logging.LogRecord) -> bool:
@@ -45,47 +50,119 @@ def _not_an_advert(record: logging.LogRecord) -> bool:
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_an_advert)
 
 
-def configure_device(plan: RunPlan) -> None:
+def configure_device(config: Config) -> None:
     """CUDA: TF32 convolutions (fp32 sums) unless engine.tf32=false; cuDNN picks the fastest kernels for the
     run's fixed shapes. Matmuls stay fp32: L-BFGS's curvature products need the digits."""
     if torch.cuda.is_available():
-        torch.backends.cudnn.allow_tf32 = plan.engine.tf32
+        torch.backends.cudnn.allow_tf32 = config.engine.tf32
         torch.backends.cudnn.benchmark = True
 
 
+def precision(config: Config) -> str:
+    return str(config.trainer.get("precision", "32-true"))
+
+
+def style_side(config: Config, size: int) -> int:
+    return config.style_size or max(1, round(size * config.style_scale))
+
+
+def prepare_stage(config: Config, images: Sequence[Image], size: int, min_side: int) -> Prepared:
+    """The stage's images, with the colour options of the run."""
+    color = any(image.config.color_weight > 0 for image in images)
+    temporal = any(image.config.temporal_weight > 0 for image in images)
+    return prepare(
+        str(config.content),
+        style_paths(config),
+        blend(config),
+        size,
+        style_side(config, size),
+        min_side,
+        preserve_color=str(config.preserve_color),
+        color_target=str(config.color_target) if color else None,
+        content_mask=config.content_mask,
+        temporal_target=config.temporal_target if temporal else None,
+    )
+
+
+def _extras(images: Sequence[Image], prepared: Prepared, parts: Parts) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The image-level terms some image weights, and each one's weights (K,)."""
+    configs = [image.config for image in images]
+    modules: dict[str, Any] = {}
+    weights: dict[str, torch.Tensor] = {}
+    if any(c.tv_weight for c in configs):
+        modules["tv"], weights["tv"] = TotalVariation(), torch.tensor([float(c.tv_weight) for c in configs])
+    if prepared.color_target is not None and any(c.color_weight for c in configs):
+        modules["color"] = ColorStatistics(*prepared.color_target)
+        weights["color"] = torch.tensor([float(c.color_weight) for c in configs])
+    if prepared.temporal_target is not None and any(c.temporal_weight for c in configs):
+        modules["temporal"] = Temporal(prepared.temporal_target)
+        weights["temporal"] = torch.tensor([float(c.temporal_weight) for c in configs])
+    for name, factory in parts.extra_terms.items():
+        modules[name] = factory(content=prepared.content, styles=prepared.styles)
+        weights[name] = torch.ones(len(configs))
+    return modules, weights
+
+
+def build_objective(images: Sequence[Image], parts: Parts, prepared: Prepared, stage: Stage) -> Objective:
+    """The objective of the K images of a stage: targets computed once, weights as (K,) tensors."""
+    network, configs = parts.network, [image.config for image in images]
+    alphas, betas = zip(*(loss_weights(c) for c in configs), strict=True)
+    w = [style_weights(c, network.channels) for c in configs]
+    content_layers = list(dict.fromkeys(c.content_layer for c, a in zip(configs, alphas, strict=True) if a > 0))
+    style_layers = list(dict.fromkeys(n for c, b in zip(configs, betas, strict=True) if b > 0 for n in c.style_layers))
+    autocast = AUTOCAST.get(precision(configs[0]))
+    content_targets, statistics, shapes = targets(
+        network, prepared.content, prepared.styles, content_layers, style_layers, parts.statistic, autocast
+    )
+    calibration = next((s[0].calibration for s in statistics.values()), 1.0)
+    extras, extra_weights = _extras(images, prepared, parts)
+    weights = Weights(
+        content_layers=content_layers,
+        style_layers=style_layers,
+        alpha=torch.tensor([a * stage.content_scale for a in alphas]),
+        content_select=torch.tensor([[float(c.content_layer == n) for n in content_layers] for c in configs]),
+        beta=torch.tensor([b * calibration for b in betas]),
+        style=torch.tensor(
+            [[wk.get(n, 0.0) if bk > 0 else 0.0 for n in style_layers] for wk, bk in zip(w, betas, strict=True)]
+        ),
+        extras=extra_weights,
+    )
+    objective = Objective(
+        network, prepared.content, content_targets, statistics, prepared.blend, weights, extras, prepared.mask, autocast
+    )
+    objective.set_layer_shapes(shapes)
+    objective.begin_step(0, len(images))
+    return objective
+
+
 def build_module(
-    plan: RunPlan | DictConfig, stage: Stage | None = None, start: torch.Tensor | None = None
+    config: Config,
+    parts: Parts | None = None,
+    stage: Stage | None = None,
+    start: torch.Tensor | None = None,
+    images: Sequence[Image] | None = None,
 ) -> StyleTransfer:
     """The module of one stage (default: the last); ``start`` (a coarser stage's result) replaces the starts."""
-    if isinstance(plan, DictConfig):
-        plan = build_plan(plan)
-    stage = stage or plan.stages[-1]
-    weights = [image.weights for image in plan.images]
-    prepared = prepare(
-        plan.inputs, stage.size, color=any(w.color for w in weights), temporal=any(w.temporal for w in weights)
-    )
-    net = plan.network
-    network = build_network(
-        str(net.arch),
-        str(net.source),
-        net.layers,
-        str(net.pooling),
-        net.seed,
-        net.weights,
-        net.channels_last,
-        net.normalisation_floor,
-    )
-    objective = Objective(network, prepared, weights, stage.content_scale, plan.style_loss, plan.engine.precision)
+    images = list(images or validate_run(config))
+    parts = parts or build_parts(config)
+    stage = stage or stages(config)[-1]
+    min_side = check_layers(images, parts.network)
+    prepared = prepare_stage(config, images, stage.size, min_side)
+    objective = build_objective(images, parts, prepared, stage)
     if start is not None:
         init = resized_to(start, prepared.content)
     else:
-        init = torch.cat([initial_image(image, prepared) for image in plan.images])
-    module = StyleTransfer(objective, init, weights, plan.optimizer, stage.steps, plan.engine, prepared.chroma)
+        init = torch.cat([_start(image.config, prepared) for image in images])
+    module = StyleTransfer(objective, init, parts.optimizer, stage.steps, config.engine, prepared.chroma)
     module.held.prepared = prepared
     return module
 
 
-def _panel(module: StyleTransfer) -> Callable[[torch.Tensor], list[dict[str, float]]]:
+def _start(config: Config, prepared: Prepared) -> torch.Tensor:
+    return initial_image(str(config.init.kind), int(config.seed), float(config.init.scale), config.init.path, prepared)
+
+
+def _panel(module: StyleTransfer) -> Any:
     """The objective-independent measures of each final image against the run's own content and style(s)."""
     from nst_lightning.results.metrics import measure, metric_network  # torchmetrics: imported only when measuring
 
@@ -99,8 +176,19 @@ def _panel(module: StyleTransfer) -> Callable[[torch.Tensor], list[dict[str, flo
     return panel
 
 
+def _callbacks(config: Config, runs: list[ImageRun], folder: Path, module: StyleTransfer) -> list[L.Callback]:
+    stop = GracefulStop()
+    report = FinalReport(runs, folder, stop=stop, panel=_panel(module) if config.metrics else None)
+    engine = config.engine
+    callbacks: list[L.Callback] = [LossCurves(runs), Snapshots(runs, config.snapshot_every), stop]
+    callbacks += [PeriodicCheckpoint(folder, engine.checkpoint_every, engine.checkpoint_minutes), report]
+    if config.trainer.get("enable_progress_bar", True):
+        callbacks.append(ProgressBar())
+    return callbacks
+
+
 def _fit(
-    plan: RunPlan,
+    config: Config,
     module: StyleTransfer,
     runs: list[ImageRun],
     folder: Path,
@@ -108,96 +196,99 @@ def _fit(
     extra: Sequence[L.Callback],
 ) -> list[dict[str, Any]]:
     """One Trainer.fit of ``module``; the metrics of each image."""
-    stop = GracefulStop()
-    report = FinalReport(runs, folder, stop=stop, panel=_panel(module) if plan.metrics else None)
-    engine = plan.engine
-    callbacks: list[L.Callback] = [LossCurves(runs), Snapshots(runs, engine.snapshot_every), stop]
-    callbacks += [PeriodicCheckpoint(folder, engine.checkpoint_every, engine.checkpoint_minutes), report, *extra]
-    trainer_args = dict(plan.trainer)
-    if trainer_args.get("enable_progress_bar", True):
-        callbacks.append(ProgressBar())
+    callbacks = _callbacks(config, runs, folder, module)
+    report = next(c for c in callbacks if isinstance(c, FinalReport))
+    trainer_args = {k: v for k, v in config.trainer.items() if k != "precision"}
     trainer = L.Trainer(
         max_steps=module.steps,
         max_epochs=-1,  # steps alone bound a run: after an early stop + resume, the epoch count is past 1
-        logger=False,  # each image has its own TensorBoard run (ImageRun.logger), written by the callbacks
-        callbacks=callbacks,
-        enable_checkpointing=False,
+        logger=[run.logger for run in runs],  # each image its own run; the callbacks write to them
+        callbacks=[*callbacks, *extra],
+        enable_checkpointing=False,  # last.ckpt is written by PeriodicCheckpoint and FinalReport, atomically
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        log_every_n_steps=1,  # nothing is logged through Lightning; this only silences its data-size advice
+        log_every_n_steps=1,
         default_root_dir=str(folder),
-        precision="32-true",  # the objective runs its own autocast (plan.engine.precision), capturable on CUDA
+        precision="32-true",  # the objective runs its own autocast (trainer.precision), capturable on CUDA
         **trainer_args,
     )
     with warnings.catch_warnings():
-        # Lightning's advice for data-heavy training does not apply: our "dataset" is a step counter; and its own
-        # use of a torch API that torch now deprecates is not the user's concern.
-        for pattern in (".*does not have many workers.*", ".*smaller than the logging interval.*", ".*LeafSpec.*"):
-            warnings.filterwarnings("ignore", message=pattern)
+        # Lightning's advice for data-heavy training does not apply: our "dataset" is a step counter.
+        warnings.filterwarnings("ignore", category=PossibleUserWarning)
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning's own use of a deprecated torch API
         trainer.fit(module, ckpt_path=checkpoint, weights_only=True)  # a checkpoint is data, never code
     if not report.metrics:
         raise NSTError(f"the run stopped before its first step (steps={module.steps}): nothing was optimised")
-    for image, step in zip(plan.images, module.diverged_at.tolist(), strict=True):
+    for run, step in zip(runs, module.diverged_at.tolist(), strict=True):
         if step >= 0:
-            label = f"{image.name}: " if image.name else ""
+            label = f"{run.folder.name}: " if len(runs) > 1 else ""
             log.error("%sthe loss became non-finite at step %d: kept the last finite image", label, step)
     return report.metrics
 
 
-def _record(cfg: DictConfig, run_dir: Path, resumed_from: Path | None) -> None:
+def _record(config: Config, run_dir: Path, resumed_from: Path | None) -> None:
     """The run folder records the settings the run used (Hydra's record is the command line's: for a resumed run,
     the defaults plus resume=), so that it can be resumed and reported in turn."""
-    record = run_dir / ".hydra" / "config.yaml"
-    if resumed_from is not None or not record.is_file():
-        record.parent.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, record)
+    path = run_dir / ".hydra" / "config.yaml"
+    if resumed_from is not None or not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.create(record(config)), path)
+
+
+def _prepare_run(config: Config, run_dir: Path, checkpoint: Path | None, n_stages: int) -> None:
+    for done in ("result.png", "metrics.json"):
+        if (run_dir / done).exists():
+            raise NSTError(f"{run_dir} already holds a {done}: pick another hydra.run.dir, nothing was overwritten")
+    if checkpoint is not None and n_stages > 1:
+        raise NSTError("resume of a coarse-to-fine run (scales=...) is not supported: rerun it, or resume one stage")
 
 
 def run(
-    cfg: DictConfig,
+    config: Config,
     run_dir: str | Path,
     tensorboard_dir: str | Path | None = None,
     run_name: str | None = None,
     overrides: Sequence[str] = (),
     callbacks: Sequence[L.Callback] = (),
+    parts: Parts | None = None,
 ) -> dict[str, Any]:
     """Run one style transfer into ``run_dir``; return the final metrics (also in run_dir/metrics.json).
 
-    TensorBoard events go to run_dir/tensorboard, or, for a sweep, to tensorboard_dir/run_name. With
-    ``resume=<run dir>`` the stopped run continues, with its own settings (``overrides`` may change the steps,
-    snapshots and trainer), into ``run_dir``. With ``scales=[...]`` each stage but the last runs in
-    run_dir/stages/<i>_<size>px, the next starting from its result upsampled. With ``batch_sweep`` each image has
-    a subfolder, and run_dir/metrics.json lists them. ``callbacks`` are added to every stage's Trainer.
+    Logs go to run_dir/tensorboard, or, for a sweep, to tensorboard_dir/run_name. With ``resume=<run dir>`` the
+    stopped run continues, with its own settings (``overrides`` may change the steps, snapshots and trainer), into
+    ``run_dir``. With ``scales=[...]`` each stage but the last runs in run_dir/stages/<i>_<size>px, the next starting
+    from its result upsampled. With ``batch_sweep`` each image has a subfolder, and run_dir/metrics.json lists them.
+    ``callbacks`` are added to every stage's Trainer, after those of ``config.callbacks``; ``parts``: built already
+    (a video's frames share them), else built here.
     """
-    cfg, checkpoint, resumed_from = resume_config(cfg, list(overrides))
-    plan = build_plan(cfg)
-    check_memory(plan)  # a run that cannot fit is refused now, with the estimate, not killed later
-    if slow := slow_precision_warning(plan):
+    config, checkpoint, resumed_from = resume(config, list(overrides))
+    images = validate_run(config)
+    parts = build_parts(config) if parts is None or resumed_from is not None else parts
+    check_layers(images, parts.network)
+    plan = stages(config)
+    check_memory(config, images, parts)  # a run that cannot fit is refused now, with the estimate, not killed later
+    if slow := slow_precision_warning(config):
         log.warning(slow)
     run_dir = Path(run_dir)
-    for done in ("result.png", "metrics.json"):
-        if (run_dir / done).exists():
-            raise NSTError(f"{run_dir} already holds a {done}: pick another hydra.run.dir, nothing was overwritten")
-    if checkpoint is not None and len(plan.stages) > 1:
-        raise NSTError("resume of a coarse-to-fine run (scales=...) is not supported: rerun it, or resume one stage")
+    _prepare_run(config, run_dir, checkpoint, len(plan))
     run_dir.mkdir(parents=True, exist_ok=True)
-    _record(cfg, run_dir, resumed_from)
-    configure_device(plan)
-    L.seed_everything(plan.seed, verbose=False)
-    start, started, metrics = None, time.perf_counter(), []
-    for i, stage in enumerate(plan.stages):
-        final = i == len(plan.stages) - 1
+    _record(config, run_dir, resumed_from)
+    configure_device(config)
+    L.seed_everything(config.seed, verbose=False)
+    start, started, metrics, runs = None, time.perf_counter(), [], []
+    for i, stage in enumerate(plan):
+        final = i == len(plan) - 1
         folder = run_dir if final else run_dir / "stages" / f"{i}_{stage.size}px"
-        module = build_module(plan, stage, start)
-        if i == 0 and (tip := bf16_tip(plan)):  # once the inputs have loaded: never ahead of an error about them
+        module = build_module(config, parts, stage, start, images)
+        if i == 0 and (tip := bf16_tip(config)):  # once the inputs have loaded: never ahead of an error about them
             log.info(tip)
         info: dict[str, Any] = {"content_scale": stage.content_scale}  # the paper's alpha times this was used
-        if len(plan.stages) > 1:
-            info.update(stage=i, stages=[[s.size, s.steps] for s in plan.stages])
+        if len(plan) > 1:
+            info.update(stage=i, stages=[[s.size, s.steps] for s in plan])
         if resumed_from is not None:
             info["resumed_from"] = str(resumed_from)
-        runs = image_runs(plan, folder, tensorboard_dir if final else None, run_name, info)
-        metrics = _fit(plan, module, runs, folder, checkpoint, callbacks)
+        runs = image_runs(images, parts.logger, folder, tensorboard_dir if final else None, run_name, info)
+        metrics = _fit(config, module, runs, folder, checkpoint, [*parts.callbacks, *callbacks])
         if metrics[0]["interrupted"]:
             break
         start = module.objective.generated(module.image.detach()).cpu()  # the next stage starts here, upsampled
@@ -205,12 +296,12 @@ def run(
 
 
 def _summarise(
-    plan: RunPlan, runs: list[ImageRun], metrics: list[dict[str, Any]], run_dir: Path, seconds: float
+    plan: list[Stage], runs: list[ImageRun], metrics: list[dict[str, Any]], run_dir: Path, seconds: float
 ) -> dict[str, Any]:
-    for m in metrics if len(plan.stages) > 1 else []:
+    for m in metrics if len(plan) > 1 else []:
         m["seconds_all_stages"] = seconds
     if len(metrics) == 1:
-        if len(plan.stages) > 1:
+        if len(plan) > 1:
             write_json(metrics[0], Path(runs[0].folder) / "metrics.json")
         log.info("result: %s", runs[0].folder / "result.png")
         return metrics[0]

@@ -24,7 +24,7 @@ from PIL import Image
 from nst_lightning.inputs import painter
 from nst_lightning.inputs.painter import brushstrokes
 from nst_lightning.util.errors import NSTError
-from nst_lightning.util.files import atomic_write, file_sha256
+from nst_lightning.util.files import CACHE_ENV, atomic_write, cache_dir, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,6 @@ BUILTIN_STYLE = "brushstrokes"
 
 DEFAULT_PAINTINGS_URL = "https://raw.githubusercontent.com/jcjohnson/neural-style/master/examples/inputs"
 PAINTINGS_URL_ENV = "NST_LIGHTNING_PAINTINGS_URL"
-CACHE_ENV = "NST_LIGHTNING_CACHE"
 
 # name -> (url, sha256). The hashes pin the exact bytes: a changed upstream file is refused, not used.
 PAINTINGS: dict[str, tuple[str, str]] = {
@@ -129,17 +128,7 @@ def _default_brushstrokes() -> Image.Image:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def cache_dir() -> Path:
-    """Where downloads are kept: ``$NST_LIGHTNING_CACHE`` if set, else ``~/.cache/nst_lightning``."""
-    return _default_cache_dir()
-
-
-def _default_cache_dir() -> Path:
-    # A separate name, because fetch_painting's ``cache_dir`` argument shadows the public function.
-    override = os.environ.get(CACHE_ENV)
-    if override:
-        return Path(os.path.expanduser(override))
-    return Path.home() / ".cache" / "nst_lightning"
+_default_cache_dir = cache_dir  # fetch_painting's ``cache_dir`` argument shadows the function
 
 
 def fetch_painting(name: str, cache_dir: Path | None = None, base_url: str | None = None, timeout: float = 30) -> Path:

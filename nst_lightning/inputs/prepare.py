@@ -1,4 +1,4 @@
-"""The plan's images: loaded, checked, resized, colour-processed; masks, temporal targets and starts.
+"""A run's images: loaded, checked, resized, colour-processed; masks, temporal targets and starts.
 
 Everything here is RGB in [0, 1], (1, 3, H, W) unless said otherwise; the generated image takes the content's
 shape. Nothing here knows the network or the losses.
@@ -12,8 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nst_lightning.config.plan import ImageSpec, InputsSpec
-from nst_lightning.config.schema import ColorTarget, InitKind, PreserveColor
 from nst_lightning.inputs.images import load_image
 from nst_lightning.model.color import color_stats, luminance, match_color, matched_luminance
 from nst_lightning.util.errors import NSTError
@@ -48,17 +46,18 @@ def resized_to(image: Tensor, like: Tensor) -> Tensor:
     return F.interpolate(image, size=like.shape[-2:], mode="bilinear", antialias=True).clamp(0, 1)
 
 
-def load_images(spec: InputsSpec, size: int) -> tuple[Tensor, list[Tensor]]:
-    """(content, styles) at a stage's long side; the styles get ``style_size`` px, else ``style_scale`` x size."""
-    content = load_image(spec.content, size, "content image")
-    _check_image_size(content, "the content image", spec.min_side)
-    style_side = spec.style_size or max(1, round(size * spec.style_scale))
-    styles = []
-    for path in spec.styles:
+def load_images(
+    content: str, styles: list[str], size: int, style_side: int, min_side: int
+) -> tuple[Tensor, list[Tensor]]:
+    """(content, styles) at a stage's long side (the styles at ``style_side``)."""
+    image = load_image(content, size, "content image")
+    _check_image_size(image, "the content image", min_side)
+    loaded = []
+    for path in styles:
         style = load_image(path, style_side, "style image")
-        _check_image_size(style, f"the style image {path}", spec.min_side)
-        styles.append(style)
-    return content, styles
+        _check_image_size(style, f"the style image {path}", min_side)
+        loaded.append(style)
+    return image, loaded
 
 
 def _mixture_color_stats(images: list[Tensor], blend: list[float]) -> tuple[Tensor, Tensor]:
@@ -69,31 +68,40 @@ def _mixture_color_stats(images: list[Tensor], blend: list[float]) -> tuple[Tens
     return mean, second - mean[..., None] * mean[:, None]
 
 
-def prepare(spec: InputsSpec, size: int, color: bool, temporal: bool) -> Prepared:
-    """The stage's images with the colour options applied; ``color``/``temporal``: some image weights that term."""
-    content, styles = load_images(spec, size)
+def prepare(
+    content: str,
+    styles: list[str],
+    blend: list[float],
+    size: int,
+    style_side: int,
+    min_side: int = 1,
+    preserve_color: str = "none",
+    color_target: str | None = None,
+    content_mask: str | None = None,
+    temporal_target: str | None = None,
+) -> Prepared:
+    """A stage's images with the colour options applied: ``preserve_color`` histogram (recolour the styles) or
+    luminance (transfer on Y); ``color_target`` content or style (the colour loss's statistics), None: no colour
+    loss; a ``content_mask``; a video frame's ``temporal_target``."""
+    image, loaded = load_images(content, styles, size, style_side, min_side)
     chroma = None
-    if spec.preserve_color == PreserveColor.histogram:  # recolour the styles to the content's colour statistics
-        styles = [match_color(style, content) for style in styles]
-    elif spec.preserve_color == PreserveColor.luminance:  # luminance only; the content's chroma comes back at the end
-        chroma = content
-        styles = [matched_luminance(style, content) for style in styles]
-        content = luminance(content)
-    out = Prepared(content, styles, spec.blend, chroma=chroma)
-    if color:
-        out.color_target = (
-            color_stats(content)
-            if spec.color_target == ColorTarget.content
-            else _mixture_color_stats(styles, spec.blend)
-        )
-    side = max(content.shape[-2:])  # decode large files at the size they are used at, not in full
-    if spec.content_mask:
-        mask = resized_to(load_image(spec.content_mask, side, "content_mask"), content).mean(1, keepdim=True)
+    if preserve_color == "histogram":  # recolour the styles to the content's colour statistics
+        loaded = [match_color(style, image) for style in loaded]
+    elif preserve_color == "luminance":  # luminance only; the content's chroma comes back at the end
+        chroma = image
+        loaded = [matched_luminance(style, image) for style in loaded]
+        image = luminance(image)
+    out = Prepared(image, loaded, blend, chroma=chroma)
+    if color_target is not None:
+        out.color_target = color_stats(image) if color_target == "content" else _mixture_color_stats(loaded, blend)
+    side = max(image.shape[-2:])  # decode large files at the size they are used at, not in full
+    if content_mask:
+        mask = resized_to(load_image(content_mask, side, "content_mask"), image).mean(1, keepdim=True)
         if mask.max() < 0.5:
-            raise NSTError(f"content_mask={spec.content_mask} has no white area: the style would go nowhere")
+            raise NSTError(f"content_mask={content_mask} has no white area: the style would go nowhere")
         out.mask = mask
-    if temporal:
-        out.temporal_target = resized_to(load_image(spec.temporal_target, side, "temporal_target"), content)
+    if temporal_target:
+        out.temporal_target = resized_to(load_image(temporal_target, side, "temporal_target"), image)
     return out
 
 
@@ -104,14 +112,14 @@ def noise_start(shape: tuple[int, ...], seed: int, scale: float = 1.0) -> Tensor
     return 0.5 + scale * (u - 0.5)
 
 
-def initial_image(image: ImageSpec, prepared: Prepared) -> Tensor:
-    """One image's start (1, 3, H, W): noise, the content, the (first) style or any image."""
+def initial_image(kind: str, seed: int, scale: float, path: str | None, prepared: Prepared) -> Tensor:
+    """One image's start (1, 3, H, W): noise (``scale``, ``seed``), the content, the (first) style or the image at
+    ``path``."""
     content = prepared.content
-    kind = image.init.kind
-    if kind == InitKind.noise:
-        return noise_start(tuple(content.shape), image.seed, image.init.scale)
-    if kind == InitKind.content:
+    if kind == "noise":
+        return noise_start(tuple(content.shape), seed, scale)
+    if kind == "content":
         return content.clone()
     side = max(content.shape[-2:])
-    start = prepared.styles[0] if kind == InitKind.style else load_image(image.init.path, side, "init image")
+    start = prepared.styles[0] if kind == "style" else load_image(str(path), side, "init image")
     return resized_to(start, content)

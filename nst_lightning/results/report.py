@@ -35,7 +35,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from PIL import Image, ImageDraw, ImageFont
 
-from nst_lightning.config.plan import flatten_config, format_value
+from nst_lightning.config.derive import flatten_config, format_value
 from nst_lightning.inputs.images import load_image, open_image, tensor_to_pil
 from nst_lightning.util.errors import NSTError
 from nst_lightning.util.files import atomic_write, natural_key

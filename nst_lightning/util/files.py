@@ -12,6 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+CACHE_ENV = "NST_LIGHTNING_CACHE"
+
+
+def cache_dir() -> Path:
+    """Where downloads and decoded weights are kept: ``$NST_LIGHTNING_CACHE``, else ``~/.cache/nst_lightning``."""
+    override = os.environ.get(CACHE_ENV)
+    return Path(os.path.expanduser(override)) if override else Path.home() / ".cache" / "nst_lightning"
+
 
 def current_umask() -> int:
     """The process's umask, read without changing it where the system tells (Linux: /proc/self/status)."""

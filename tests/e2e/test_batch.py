@@ -9,7 +9,8 @@ import pytest
 import torch
 from conftest import assert_clean_error, cli_in_process, pixels
 
-from nst_lightning.config.plan import batch_configs, build_plan
+from nst_lightning.config.derive import images, style_weights
+from nst_lightning.config.validate import validate_run
 from nst_lightning.engine.run import build_module, run
 from nst_lightning.optim.lbfgs import LBFGS
 from nst_lightning.results.report import find_runs
@@ -19,20 +20,19 @@ from nst_lightning.util.errors import NSTError
 
 def test_batch_configs_give_one_setting_per_image(make_cfg):
     cfg = make_cfg("batch_sweep.ratio=[1e-3,1e-1]", "batch_sweep.content_layer=[conv4_2,conv2_2]")
-    (name_a, a), (name_b, b) = batch_configs(cfg)
+    (name_a, _, a), (name_b, _, b) = images(cfg)
     assert name_a == "ratio=0.001,content_layer=conv4_2" and name_b == "ratio=0.1,content_layer=conv2_2"
     assert (a.ratio, a.content_layer, b.ratio, b.content_layer) == (1e-3, "conv4_2", 1e-1, "conv2_2")
     assert not a.batch_sweep.ratio and not b.batch_sweep.ratio  # each is a plain, single-image config
     # a list value is named as it is typed: a folder name without quotes or spaces
-    names = [name for name, _ in batch_configs(make_cfg("batch_sweep.style_layers=[[conv1_1],[conv1_1,conv2_1]]"))]
+    names = [image.name for image in images(make_cfg("batch_sweep.style_layers=[[conv1_1],[conv1_1,conv2_1]]"))]
     assert names == ["style_layers=[conv1_1]", "style_layers=[conv1_1,conv2_1]"]
 
 
 def test_swept_style_weights_may_be_typed_as_whole_numbers(make_cfg):
     """batch_sweep.style_weights=[[64,16,4,1,1],...] (ints, as a user types them) gives float weights per image."""
     cfg = make_cfg("batch_sweep.style_weights=[[64,16,4,1,1],[1,1,1,1,1.5]]")
-    plan = build_plan(cfg)
-    weights = [list(image.weights.style_weights.values()) for image in plan.images]
+    weights = [list(style_weights(image.config, lambda n: 64).values()) for image in validate_run(cfg)]
     assert weights == [[64.0, 16.0, 4.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0, 1.5]]
 
 
@@ -53,7 +53,7 @@ def test_one_batched_evaluation_gives_each_image_its_own_loss_and_gradient(make_
     layout = f"network.channels_last={channels_last}"
     sweep.append("init.scale=1.0")
     losses, gradients = _loss_and_gradient(build_module(make_cfg("size=64", layout, *sweep)))
-    for k, (_, one) in enumerate(batch_configs(make_cfg(*sweep))):
+    for k, (_, _, one) in enumerate(images(make_cfg(*sweep))):
         alone = make_cfg(
             "size=64", layout, f"ratio={one.ratio}", f"init={one.init.kind}", f"seed={one.seed}", "init.scale=1.0"
         )
@@ -67,7 +67,7 @@ def test_batched_images_equal_separate_runs(make_cfg, tmp_path):
     sweep = ["batch_sweep.ratio=[1e-2,1e1]", "batch_sweep.init=[content,noise]", "batch_sweep.seed=[0,3]"]
     # recipe=paper: the tolerance below was measured with its objective
     batch = run(make_cfg("steps=6", "recipe=paper", *sweep), tmp_path / "batch")
-    for (name, one), folder in zip(batch_configs(make_cfg(*sweep)), ("a", "b"), strict=True):
+    for (name, _, one), folder in zip(images(make_cfg(*sweep)), ("a", "b"), strict=True):
         settings = [f"ratio={one.ratio}", f"init={one.init.kind}", f"seed={one.seed}"]
         alone = run(make_cfg("steps=6", "recipe=paper", *settings), tmp_path / folder)
         together = batch["batch"][name]
@@ -130,7 +130,7 @@ def test_mismatched_lengths_are_one_clear_line(images, tmp_path):
 
 def test_each_image_of_a_batch_is_validated(make_cfg):
     with pytest.raises(NSTError, match=r"ratio=-1\.0 is not valid"):
-        build_plan(make_cfg("batch_sweep.ratio=[1e-3,-1]"))
+        validate_run(make_cfg("batch_sweep.ratio=[1e-3,-1]"))
 
 
 def test_per_image_weights_change_only_their_image(make_cfg):

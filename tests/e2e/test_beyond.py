@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import assert_clean_error, cli_in_process, make_painting, pixels
+from conftest import assert_clean_error, checked, cli_in_process, make_painting, pixels
 from hydra.errors import ConfigCompositionException
 from PIL import Image
 from test_run import events
 
-from nst_lightning.config.plan import build_plan
+from nst_lightning.config.derive import loss_weights, stages
 from nst_lightning.engine.outputs import hyperparameters
 from nst_lightning.engine.run import build_module, run
 from nst_lightning.model.color import color_stats, rgb_to_yiq
@@ -31,19 +31,19 @@ def test_several_styles_blend_their_gram_targets(make_cfg, images, second_style)
     module = build_module(make_cfg(styles, "style_blend=[3,1]"))
     net = module.objective.network
     a, b = net(module.held.prepared.styles[0]), net(module.held.prepared.styles[1])
-    for name, target in {n: t.t0_gram for n, t in module.objective.style_terms.items()}.items():
+    for name, target in {n: s[0].target for n, s in module.objective.styles.items()}.items():
         expected = 0.75 * gram_over_m(a[name])[0] + 0.25 * gram_over_m(b[name])[0]  # [3,1] normalised
         assert torch.allclose(target, expected, rtol=1e-5, atol=1e-6)
     equal = build_module(make_cfg(styles))  # default blend: equal
     expected = 0.5 * gram_over_m(a["conv1_1"])[0] + 0.5 * gram_over_m(b["conv1_1"])[0]
-    assert torch.allclose(equal.objective.style_terms["conv1_1"].t0_gram, expected, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(equal.objective.styles["conv1_1"][0].target, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_a_blend_of_one_style_is_that_style(make_cfg, images, second_style):
     only_first = build_module(make_cfg(f"style=[{images['style']},{second_style}]", "style_blend=[1,0]"))
     single = build_module(make_cfg())
-    for name, target in {n: t.t0_gram for n, t in single.objective.style_terms.items()}.items():
-        assert torch.allclose(only_first.objective.style_terms[name].t0_gram, target, rtol=1e-6, atol=1e-7)
+    for name, target in {n: s[0].target for n, s in single.objective.styles.items()}.items():
+        assert torch.allclose(only_first.objective.styles[name][0].target, target, rtol=1e-6, atol=1e-7)
 
 
 def test_luminance_only_transfer_keeps_the_content_colours(make_cfg, images, tmp_path):
@@ -136,8 +136,8 @@ def test_every_new_option_is_a_hyperparameter(make_cfg, second_style, images):
         "tv_weight=2",
         "batch_sweep.ratio=[1e-3,1e-2]",
     )
-    plan = build_plan(cfg)
-    hp = hyperparameters(plan.images[1], plan)  # each image of the batch has its own values
+    second = checked(cfg)[1]
+    hp = hyperparameters(second, *loss_weights(second.config))  # each image of the batch has its own values
     assert hp["style_blend"] == "[0.7,0.3]" and hp["color_weight"] == 1 and hp["preserve_color"] == "histogram"
     assert hp["scales"] == "[32,48]" and hp["style_scale"] == 0.5 and hp["tv_weight"] == 2
     assert hp["content_mask"] == "None" and hp["temporal_weight"] == 0
@@ -164,7 +164,7 @@ def test_every_new_option_is_a_hyperparameter(make_cfg, second_style, images):
 )
 def test_misuse_is_one_clear_line(make_cfg, overrides, message):
     with pytest.raises(NSTError, match=None) as info:
-        build_plan(make_cfg(*overrides))
+        checked(make_cfg(*overrides))
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
@@ -218,13 +218,13 @@ def test_style_blend_preset_sweeps_from_one_style_to_the_other():
 def test_a_coarse_stage_keeps_the_balance_of_the_output_size(make_cfg, tmp_path):
     """L_content grows with the positions M_l (~ size^2), E_l does not: stage alpha = alpha (reference / stage)^2,
     the reference being the output size when reference_size=null (the paper's objective at the output)."""
-    plan = build_plan(make_cfg("scales=[32,64]", "scale_steps=[1,1]", "reference_size=null", "ratio=1e-3"))
-    assert [(s.size, s.content_scale) for s in plan.stages] == [(32, 4.0), (64, 1.0)]
-    plan = build_plan(make_cfg("scales=[32,64]", "scale_steps=[1,1]", "reference_size=128", "ratio=1e-3"))
-    assert [(s.size, s.content_scale) for s in plan.stages] == [(32, 16.0), (64, 4.0)]
-    coarse = build_module(plan, plan.stages[0])
+    config = make_cfg("scales=[32,64]", "scale_steps=[1,1]", "reference_size=null", "ratio=1e-3")
+    assert [(s.size, s.content_scale) for s in stages(config)] == [(32, 4.0), (64, 1.0)]
+    config = make_cfg("scales=[32,64]", "scale_steps=[1,1]", "reference_size=128", "ratio=1e-3")
+    assert [(s.size, s.content_scale) for s in stages(config)] == [(32, 16.0), (64, 4.0)]
+    coarse = build_module(config, stage=stages(config)[0])
     assert coarse.objective.alpha.tolist() == pytest.approx([16e-3])  # the paper's alpha times the scale
-    assert coarse.weights[0].alpha == pytest.approx(1e-3)  # what is logged: the paper's alpha
+    assert loss_weights(config)[0] == pytest.approx(1e-3)  # what is logged: the paper's alpha
     metrics = run(
         make_cfg("scales=[32,64]", "scale_steps=[1,1]", "reference_size=null", "ratio=1e-3"), tmp_path / "run"
     )

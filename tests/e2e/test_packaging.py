@@ -17,9 +17,8 @@ from nst_lightning.config.schema import conf_dir
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WHEEL_CONFIGS = [
     "nst_lightning/conf/config.yaml",
-    "nst_lightning/conf/network/vgg19.yaml",
-    "nst_lightning/conf/init/noise.yaml",
-    "nst_lightning/conf/optimizer/lbfgs.yaml",
+    "nst_lightning/conf/recipe/paper.yaml",
+    "nst_lightning/conf/experiment/tradeoff.yaml",
 ]
 
 
@@ -28,7 +27,7 @@ def test_conf_dir_in_clone_is_top_level_conf():
     found = conf_dir()
     assert found == REPO_ROOT / "conf"
     assert (found / "config.yaml").is_file()
-    for group in ("network", "init", "optimizer"):
+    for group in ("experiment", "recipe"):  # the pluggable groups' options are code: nst_lightning/apps/presets.py
         assert (found / group).is_dir()
 
 
@@ -97,6 +96,6 @@ def test_installed_entry_point_composes_config(installed):
     proc = run_installed(installed, "-m", "nst_lightning", "--cfg", "job")
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
     assert "content_layer: conv4_2" in proc.stdout
-    assert "name: lbfgs" in proc.stdout  # the default optimizer group came from the wheel's conf/
+    assert "_target_: nst_lightning.optim.lbfgs.LBFGS" in proc.stdout  # the optimizer group's default
     assert "pooling: max" in proc.stdout
     assert not (cwd / "outputs").exists()  # --cfg prints the config; nothing is run

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import memory_check
 
 from nst_lightning.engine import memory
-from nst_lightning.engine.memory import available_bytes, check_memory, estimate_peak_bytes, memory_parts
+from nst_lightning.engine.memory import available_bytes, estimate_peak_bytes, memory_parts
 from nst_lightning.engine.run import run
 from nst_lightning.util.errors import NSTError
 
@@ -61,7 +62,7 @@ def test_available_memory_is_known_here():
 
 def test_normal_size_passes(make_cfg):
     cfg = make_cfg("size=256", "steps=300")
-    needed = check_memory(cfg)
+    needed = memory_check(cfg)
     assert needed is not None and 2**20 < needed < available_bytes("cpu")
 
 
@@ -71,7 +72,7 @@ def test_too_large_is_refused_with_the_estimate_and_what_fits(make_cfg, monkeypa
     fits_1024 = estimate_peak_bytes(round(h * 1024 / w), 1024, steps=300)
     monkeypatch.setattr(memory, "available_bytes", lambda device: fits_1024 // 2)
     with pytest.raises(NSTError) as exc:
-        check_memory(cfg)
+        memory_check(cfg)
     message = str(exc.value)
     assert "\n" not in message
     assert message.startswith("size=1024 needs about ")
@@ -87,7 +88,7 @@ def test_history_size_is_suggested_when_it_would_fit(make_cfg, monkeypatch):
     small_history = estimate_peak_bytes(round(40 * 1024 / 48), 1024, steps=300, history_size=20)
     monkeypatch.setattr(memory, "available_bytes", lambda device: small_history)
     with pytest.raises(NSTError, match=r"or optimizer.history_size=(19|20)\b"):
-        check_memory(cfg)
+        memory_check(cfg)
 
 
 def test_the_optimizer_part_covers_what_lbfgs_holds_after_one_step():
@@ -114,22 +115,22 @@ def test_the_style_loss_counts(make_cfg, monkeypatch):
     parts = memory_parts(64, 64, style_loss="sliced_wasserstein")
     assert parts["style_loss"] == memory.STYLE_LOSS_BYTES["sliced_wasserstein"] * elements
     assert memory_parts(64, 64)["style_loss"] == 0  # gram: its own part
-    gram = check_memory(make_cfg("size=256"))
-    mmd = check_memory(make_cfg("size=256", "style_loss=mmd"))
-    sliced = check_memory(make_cfg("size=256", "style_loss=sliced_wasserstein"))
+    gram = memory_check(make_cfg("size=256"))
+    mmd = memory_check(make_cfg("size=256", "style_loss=mmd"))
+    sliced = memory_check(make_cfg("size=256", "style_loss=sliced_wasserstein"))
     assert gram < mmd < sliced
     monkeypatch.setattr(memory, "available_bytes", lambda device: (gram + sliced) // 2)
-    assert check_memory(make_cfg("size=256")) == gram
+    assert memory_check(make_cfg("size=256")) == gram
     with pytest.raises(NSTError, match=r"^size=256 needs about"):
-        check_memory(make_cfg("size=256", "style_loss=sliced_wasserstein"))
+        memory_check(make_cfg("size=256", "style_loss=sliced_wasserstein"))
 
 
 def test_skip_switch(make_cfg, monkeypatch):
     monkeypatch.setattr(memory, "available_bytes", lambda device: 1)
     with pytest.raises(NSTError):
-        check_memory(make_cfg())
+        memory_check(make_cfg())
     monkeypatch.setenv("NST_SKIP_MEMORY_CHECK", "1")
-    assert check_memory(make_cfg()) is None
+    assert memory_check(make_cfg()) is None
 
 
 @pytest.mark.parametrize("native", [False, True])

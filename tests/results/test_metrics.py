@@ -44,14 +44,14 @@ def test_the_result_equal_to_the_content_has_perfect_content_scores(network, ima
     assert list(panel) == list(PANEL)
     assert panel["content_feature_error"] == 0.0
     assert panel["content_ssim"] == pytest.approx(1.0, abs=1e-6)
-    assert all(panel[f"style_{name}"] > 0 for name in metrics.STYLE_LOSSES)
+    assert all(panel[f"style_{name}"] > 0 for name in metrics.YARDSTICKS)
 
 
 def test_the_result_equal_to_the_style_has_zero_style_distances(network, images):
     content, style = images
     away = measure(content, content, [style], None, network)
     panel = measure(style, content, [style], None, network)
-    for key in (*(f"style_{name}" for name in metrics.STYLE_LOSSES), "color_sliced_wasserstein"):
+    for key in (*(f"style_{name}" for name in metrics.YARDSTICKS), "color_sliced_wasserstein"):
         assert abs(panel[key]) <= 1e-5 * away[key], key  # 0 up to float32 rounding
     assert panel["content_feature_error"] > 0.5 and panel["content_ssim"] < 0.5
 

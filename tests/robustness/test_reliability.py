@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_clean_error, cli_in_process, compose_cfg, error_lines, make_photo
+from conftest import assert_clean_error, cli_in_process, error_lines, make_photo, memory_check, plan_of
 from PIL import Image
 
 from nst_lightning.engine import memory
@@ -163,7 +163,7 @@ def test_default_folder_names_are_unique_per_process_and_sorted_by_time():
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    import nst_lightning.util.folders  # noqa: F401  registers ${pid:}, as the entry point does
+    import nst_lightning.apps.sweeps  # noqa: F401  registers ${pid:}, as the entry point does
     from nst_lightning.config.schema import conf_dir
 
     with initialize_config_dir(str(conf_dir()), version_base="1.3"):
@@ -205,7 +205,7 @@ def test_a_sweep_stops_at_once_on_an_error_every_job_would_hit(images, tmp_path)
 
 
 def test_which_errors_let_a_sweep_carry_on():
-    from nst_lightning.util.folders import job_specific
+    from nst_lightning.apps.sweeps import job_specific
 
     swept = {"content": "/data/missing.png", "ratio": "-1"}
     assert job_specific("content image '/data/missing.png' not found: give ...", swept)
@@ -217,7 +217,7 @@ def test_which_errors_let_a_sweep_carry_on():
 
 
 def test_the_sweep_summary_counts_jobs_and_tells_crashes_from_bad_input(tmp_path):
-    from nst_lightning.util.folders import record_failure, sweep_summary
+    from nst_lightning.apps.sweeps import record_failure, sweep_summary
 
     for job in ("0", "1", "2"):
         (tmp_path / job / ".hydra").mkdir(parents=True)
@@ -247,37 +247,37 @@ def test_the_style_image_at_its_own_size_is_counted(images, panorama, monkeypatc
     looked at the 8000x16 output only, not at the 8000x8000 style image."""
     monkeypatch.setattr(memory, "available_bytes", lambda device: 24 * 2**30)
     monkeypatch.delenv("NST_SKIP_MEMORY_CHECK", raising=False)
-    cfg = compose_cfg(f"content={panorama}", f"style={images['style']}", "size=8000", "trainer.accelerator=cpu")
+    cfg = plan_of(f"content={panorama}", f"style={images['style']}", "size=8000", "trainer.accelerator=cpu")
     with pytest.raises(NSTError) as info:
-        memory.check_memory(cfg)
+        memory_check(cfg)
     message = str(info.value)
     assert message.startswith("size=8000 needs about ") and "the style image at 8000x8000 px" in message
     fits = int(message.split("lower size (about ")[1].split(" px fits")[0])
     assert 1000 < fits < 8000
     base = [f"content={panorama}", f"style={images['style']}", "trainer.accelerator=cpu"]
-    memory.check_memory(compose_cfg(*base, f"size={fits}"))  # the advice fits
+    memory_check(plan_of(*base, f"size={fits}"))  # the advice fits
     scale = float(message.split("lower style_scale (about ")[1].split(" fits")[0])
-    memory.check_memory(compose_cfg(*base, "size=8000", f"style_scale={scale}"))
+    memory_check(plan_of(*base, "size=8000", f"style_scale={scale}"))
 
 
 @pytest.mark.parametrize(("option", "advice"), [("style_scale=100", "style_scale"), ("style_size=30000", "style_size")])
 def test_a_style_larger_than_the_output_is_counted(images, monkeypatch, option, advice):
     monkeypatch.setattr(memory, "available_bytes", lambda device: 64 * 2**30)
     monkeypatch.delenv("NST_SKIP_MEMORY_CHECK", raising=False)
-    cfg = compose_cfg(f"content={images['content']}", f"style={images['style']}", option, "trainer.accelerator=cpu")
+    cfg = plan_of(f"content={images['content']}", f"style={images['style']}", option, "trainer.accelerator=cpu")
     with pytest.raises(NSTError, match=rf"larger than the 256x213 output\) .*: lower {advice} \(about "):
-        memory.check_memory(cfg)
+        memory_check(cfg)
 
 
 def test_every_input_image_adds_to_the_estimate(images, tmp_path, monkeypatch):
     monkeypatch.delenv("NST_SKIP_MEMORY_CHECK", raising=False)
     base = [f"content={images['content']}", f"style={images['style']}", "size=512", "trainer.accelerator=cpu"]
-    plain = memory.check_memory(compose_cfg(*base))
+    plain = memory_check(plan_of(*base))
     mask = tmp_path / "mask.png"
     Image.new("L", (48, 40), 255).save(mask)
-    assert memory.check_memory(compose_cfg(*base, f"content_mask={mask}")) > plain
-    assert memory.check_memory(compose_cfg(*base, "style_scale=2")) > plain
-    two = memory.check_memory(compose_cfg(*base[:1], f"style=[{images['style']},{images['style']}]", *base[2:]))
+    assert memory_check(plan_of(*base, f"content_mask={mask}")) > plain
+    assert memory_check(plan_of(*base, "style_scale=2")) > plain
+    two = memory_check(plan_of(*base[:1], f"style=[{images['style']},{images['style']}]", *base[2:]))
     assert two > plain
 
 

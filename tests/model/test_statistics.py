@@ -1,4 +1,4 @@
-"""The alternative style losses of nst_lightning.model.losses against closed forms and their defining properties.
+"""The style statistics of nst_lightning.model.statistics against closed forms and their defining properties.
 
 Small float64 features throughout; the real network is not needed here.
 """
@@ -12,32 +12,35 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nst_lightning.model import losses
-from nst_lightning.model.losses import (
-    STYLE_LOSSES,
-    blended_layer_loss,
-    blended_targets,
-    channel_mean_cov,
+from nst_lightning.model import statistics
+from nst_lightning.model.losses import gram_over_m, style_layer_loss
+from nst_lightning.model.objective import Objective, Weights
+from nst_lightning.model.statistics import (
+    MMD,
+    MRF,
+    GaussianW2,
+    Gram,
+    MeanStd,
+    SlicedWasserstein,
+    StyleStatistic,
+    blend_statistics,
     draw_positions,
     draw_projections,
-    gaussian_w2_loss,
-    gaussian_w2_target,
-    gram_over_m,
-    mean_std_loss,
-    mean_std_target,
     mmd_kernel,
-    mmd_loss,
-    mmd_target,
-    mrf_loss,
     mrf_matches,
-    mrf_target,
-    sliced_wasserstein_loss,
-    sliced_wasserstein_target,
-    style_layer_loss,
+    sliced_distance,
 )
 from nst_lightning.util.errors import NSTError
 
-NAMES = tuple(STYLE_LOSSES)
+CLASSES: dict[str, type[StyleStatistic]] = {
+    "gram": Gram,
+    "mean_std": MeanStd,
+    "mmd": MMD,
+    "gaussian_w2": GaussianW2,
+    "sliced_wasserstein": SlicedWasserstein,
+    "mrf": MRF,
+}
+NAMES = tuple(CLASSES)
 DISTRIBUTION_LOSSES = ("gram", "mean_std", "mmd", "gaussian_w2", "sliced_wasserstein")
 
 
@@ -47,13 +50,26 @@ def features(batch: int = 1, n: int = 4, h: int = 5, w: int = 6, seed: int = 0) 
     return torch.rand(batch, n, h, w, generator=gen, dtype=torch.float64) * 2 + 0.1
 
 
-def evaluate(name: str, x: torch.Tensor, style: torch.Tensor, mask=None, step: int = 0, options=None):
-    """The registry's path: target once, step inputs (float64 for the tests), loss."""
-    statistic = STYLE_LOSSES[name]
-    target = statistic.make_target(style, options)
-    inputs = statistic.make_step_inputs(x.shape, seed=3, step=step, options=options)
-    inputs = {k: v.to(x.dtype) if x.dtype == torch.float64 and v.is_floating_point() else v for k, v in inputs.items()}
-    return statistic.layer_loss(x, mask, target, inputs, options)
+def make(name: str, style: torch.Tensor, **options) -> StyleStatistic:
+    statistic = CLASSES[name](style, **options)
+    return statistic.double() if style.dtype == torch.float64 else statistic
+
+
+def evaluate(name: str, x: torch.Tensor, style: torch.Tensor, mask=None, step: int = 0, **options):
+    """Targets once, this step's draws (float64 for the tests), the loss."""
+    statistic = make(name, style, **options)
+    statistic.begin_step(step, x.shape, x.device)
+    _to_dtype(statistic, x.dtype)
+    return statistic(x, mask)
+
+
+def _to_dtype(statistic: StyleStatistic, dtype: torch.dtype) -> None:
+    for name, buffer in statistic.named_buffers():
+        if buffer.is_floating_point() and dtype == torch.float64:
+            setattr(statistic, name, buffer.double())
+    if getattr(statistic, "projections", None) is not None and dtype == torch.float64:
+        statistic.projections = statistic.projections.double()
+        statistic.style_sorted = (statistic.style.double() @ statistic.projections).sort(0).values
 
 
 def permuted_positions(x: torch.Tensor, seed: int = 1) -> torch.Tensor:
@@ -70,25 +86,22 @@ def permuted_positions(x: torch.Tensor, seed: int = 1) -> torch.Tensor:
 def test_gradient_matches_finite_differences_in_float64(name, masked):
     style = features(seed=1, h=6, w=5)
     x = features(seed=2).requires_grad_(True)
-    statistic = STYLE_LOSSES[name]
-    target = statistic.make_target(style)
-    inputs = {
-        k: v.double() if v.is_floating_point() else v for k, v in statistic.make_step_inputs(x.shape, 0, 0).items()
-    }
+    statistic = make(name, style)
+    statistic.begin_step(0, x.shape, x.device)
+    _to_dtype(statistic, torch.float64)
     mask = torch.rand(1, 1, 5, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64) if masked else None
-    if name == "mrf":  # matches held fixed: the loss is smooth between ties of the argmax
-        inputs["matches"] = mrf_matches(x, target["normalised"])
-    assert torch.autograd.gradcheck(lambda f: statistic.layer_loss(f, mask, target, inputs), (x,))
+    assert torch.autograd.gradcheck(lambda f: statistic(f, mask), (x,))
 
 
 def test_mmd_gradient_on_a_subsample_of_positions():
     style, x = features(seed=1, h=6, w=5), features(seed=2).requires_grad_(True)
-    target = mmd_target(style, max_positions=12, seed=0)
-    positions = draw_positions(30, 12, seed=0, step=5)
-    assert torch.autograd.gradcheck(lambda f: mmd_loss(f, positions=positions, **target), (x,))
-    (grad,) = torch.autograd.grad(mmd_loss(x, positions=positions, **target).sum(), x)
+    statistic = make("mmd", style, max_positions=12, seed=0)
+    statistic.begin_step(5, x.shape, x.device)
+    assert torch.equal(statistic.positions, draw_positions(30, 12, seed=0, step=5))
+    assert torch.autograd.gradcheck(lambda f: statistic(f), (x,))
+    (grad,) = torch.autograd.grad(statistic(x).sum(), x)
     used = torch.zeros(30, dtype=torch.bool)
-    used[positions] = True
+    used[statistic.positions] = True
     assert (grad.flatten(2)[..., ~used] == 0).all() and (grad.flatten(2)[..., used] != 0).any()
 
 
@@ -106,12 +119,12 @@ def test_zero_when_the_generated_features_are_the_style_features(name):
 
 def test_mmd_is_zero_on_the_same_subsample():
     style = features(seed=5, h=8, w=8)
-    target = mmd_target(style, max_positions=20, seed=7)
-    assert target["style"].shape == (20, 4)
-    same = draw_positions(64, 20, seed=7, step=0)  # the subsample the target drew
-    other = draw_positions(64, 20, seed=7, step=1)
-    assert abs(mmd_loss(style, positions=same, **target).item()) < 1e-12
-    assert mmd_loss(style, positions=other, **target).item() > 1e-6
+    statistic = make("mmd", style, max_positions=20, seed=7)
+    assert statistic.style.shape == (20, 4)
+    statistic.begin_step(0, style.shape, style.device)  # the subsample the target drew
+    assert abs(statistic(style).item()) < 1e-12
+    statistic.begin_step(1, style.shape, style.device)
+    assert statistic(style).item() > 1e-6
 
 
 # ----------------------------------------------------------------------------------------------------- invariances
@@ -147,10 +160,8 @@ def orthogonal_features(means, scales, h: int = 4, w: int = 4) -> torch.Tensor:
 def test_gaussian_w2_for_commuting_covariances_is_means_plus_deviations():
     x = orthogonal_features([1.0, 2.0, -1.0], [0.5, 2.0, 1.0])
     s = orthogonal_features([0.0, 2.5, 1.0], [1.5, 0.25, 1.0], h=8, w=4)
-    _, cov = channel_mean_cov(x)
-    assert torch.allclose(cov[0], torch.diag(torch.tensor([0.25, 4.0, 1.0], dtype=torch.float64)))
     expected = (1 + 0.25 + 4) + ((0.5 - 1.5) ** 2 + (2.0 - 0.25) ** 2 + 0.0)
-    assert gaussian_w2_loss(x, **gaussian_w2_target(s)).item() * 3 == pytest.approx(expected, rel=1e-10)
+    assert evaluate("gaussian_w2", x, s).item() * 3 == pytest.approx(expected, rel=1e-10)
 
 
 def test_gaussian_w2_between_two_gaussian_samples_matches_numpy():
@@ -164,12 +175,20 @@ def test_gaussian_w2_between_two_gaussian_samples_matches_numpy():
     cx, cs = np.cov(xs, bias=True), np.cov(ss, bias=True)
     cross = np.sqrt(np.linalg.eigvals(cx @ cs).real.clip(0)).sum()
     expected = ((xs.mean(1) - ss.mean(1)) ** 2).sum() + np.trace(cx) + np.trace(cs) - 2 * cross
-    assert gaussian_w2_loss(x, **gaussian_w2_target(s)).item() * n == pytest.approx(expected, rel=1e-9)
+    assert evaluate("gaussian_w2", x, s).item() * n == pytest.approx(expected, rel=1e-9)
+
+
+def test_gaussian_w2_of_an_image_against_itself_is_zero_in_float32():
+    """The float64 moments keep the square root's rounding far below the spread, even with dead channels."""
+    x = features(n=16, h=12, w=12, seed=3).float() * 100
+    x[:, 5:9] = 0  # dead channels
+    statistic = GaussianW2(x)
+    assert abs(statistic(x).item()) < 1e-6 * statistic(features(n=16, h=12, w=12, seed=4).float() * 100).item()
 
 
 def test_mmd_with_the_linear_kernel_is_the_squared_distance_of_the_means():
     x, s = features(seed=1), features(seed=2, h=7, w=3) * 1.5
-    loss = mmd_loss(x, **mmd_target(s, kernel="linear"), kernel="linear")
+    loss = evaluate("mmd", x, s, kernel="linear")
     expected = (x.mean((2, 3)) - s.mean((2, 3))).pow(2).sum() / 4  # divided by Z = N
     assert loss.item() == pytest.approx(expected.item(), rel=1e-10)
 
@@ -178,15 +197,13 @@ def test_mmd_with_the_linear_kernel_is_the_squared_distance_of_the_means():
 def test_mmd_with_the_squared_polynomial_kernel_is_the_gram_loss(style_size):
     """k(x, y) = (x.y)^2: MMD^2 = |G/M - A/K|_F^2 = 4 N^2 E_l (Li et al. 2017), also for different M and K."""
     x, s = features(seed=1), features(seed=2, h=style_size[0], w=style_size[1])
-    options = {"kernel": "polynomial", "degree": 2, "offset": 0.0}
-    loss = mmd_loss(x, **mmd_target(s, **options), **options)
+    loss = evaluate("mmd", x, s, kernel="polynomial", degree=2, offset=0.0)
     assert loss.item() == pytest.approx(style_layer_loss(x, gram_over_m(s)[0]).item(), rel=1e-9)
 
 
 def test_mmd_equals_the_kernel_definition_term_by_term():
     x, s = features(seed=1, h=3, w=2), features(seed=2, h=2, w=2)
     xv, sv = x[0].flatten(1).T, s[0].flatten(1).T
-    target = mmd_target(s, bandwidth=0.5)
     sigma2 = 0.5 * np.mean([((a - b) ** 2).sum().item() for i, a in enumerate(sv) for j, b in enumerate(sv) if i != j])
 
     def k(a, b):
@@ -197,7 +214,7 @@ def test_mmd_equals_the_kernel_definition_term_by_term():
         + np.mean([k(a, b) for a in sv for b in sv])
         - 2 * np.mean([k(a, b) for a in xv for b in sv])
     )
-    assert mmd_loss(x, **target, bandwidth=0.5).item() == pytest.approx(expected, rel=1e-9)
+    assert evaluate("mmd", x, s, bandwidth=0.5).item() == pytest.approx(expected, rel=1e-9)
     assert mmd_kernel(xv, sv, "gaussian", sigma2).shape == (6, 4)
 
 
@@ -206,7 +223,14 @@ def test_mean_std_is_the_mean_over_channels_of_both_squared_differences():
     mu_x, mu_s = x.mean((2, 3)), s.mean((2, 3))
     sd_x, sd_s = x.std((2, 3), unbiased=False), s.std((2, 3), unbiased=False)
     expected = ((mu_x - mu_s) ** 2 + (sd_x - sd_s) ** 2).mean()
-    assert mean_std_loss(x, **mean_std_target(s)).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert evaluate("mean_std", x, s).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def _sliced(x, style, projections, mask=None):
+    statistic = SlicedWasserstein(style).double()
+    statistic.projections = projections
+    statistic.style_sorted = (statistic.style @ projections).sort(0).values
+    return statistic(x, mask)
 
 
 def test_sliced_wasserstein_along_a_channel_is_the_1d_distance_and_matches_other_sample_counts():
@@ -214,28 +238,27 @@ def test_sliced_wasserstein_along_a_channel_is_the_1d_distance_and_matches_other
     axis = torch.zeros(4, 1, dtype=torch.float64)
     axis[2] = 1
     expected = (x[0, 2].flatten().sort().values - s[0, 2].flatten().sort().values).pow(2).mean()
-    loss = sliced_wasserstein_loss(x, **sliced_wasserstein_target(s), projections=axis)
-    assert loss.item() == pytest.approx(expected.item(), rel=1e-12)
+    assert _sliced(x, s, axis).item() == pytest.approx(expected.item(), rel=1e-12)
     # the style with every sample twice has the same distribution: the interpolated quantiles are exact
     doubled = torch.cat([x, x], -1)
     projections = draw_projections(4, 7, seed=0).double()
-    assert sliced_wasserstein_loss(x, **sliced_wasserstein_target(doubled), projections=projections).item() < 1e-24
+    assert _sliced(x, doubled, projections).item() < 1e-24
     # a style with fewer samples: the generated samples' levels are interpolated between the style's
-    half = sliced_wasserstein_loss(x, **sliced_wasserstein_target(s[..., :3]), projections=projections)
+    half = _sliced(x, s[..., :3], projections)
     assert half.item() > 0 and math.isfinite(half.item())
 
 
 def test_sliced_wasserstein_without_autograd_sorts_a_few_projections_at_a_time_to_the_same_value():
     x, s = features(seed=1), features(seed=2)
-    projections = draw_projections(4, 2 * losses.SLICED_CHUNK + 3, seed=0).double()  # chunks of 8, 8 and 3
+    projections = draw_projections(4, 2 * statistics.SLICED_CHUNK + 3, seed=0).double()  # chunks of 8, 8 and 3
     mask = torch.rand(1, 1, *x.shape[-2:], generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    target = sliced_wasserstein_target(s)
     for m in (None, mask):
-        whole = sliced_wasserstein_loss(x.requires_grad_(), m, **target, projections=projections)
+        whole = _sliced(x.requires_grad_(), s, projections, m)
         with torch.no_grad():
-            chunked = sliced_wasserstein_loss(x, m, **target, projections=projections)
+            chunked = _sliced(x, s, projections, m)
         assert whole.requires_grad and not chunked.requires_grad
         assert chunked.item() == pytest.approx(whole.item(), rel=1e-12)
+    assert sliced_distance.__doc__
 
 
 def test_draw_projections_are_unit_and_reproducible():
@@ -249,20 +272,20 @@ def test_draw_projections_are_unit_and_reproducible():
 
 def test_mrf_equals_explicit_nearest_patches():
     x, s = features(seed=1, n=3, h=6, w=5), features(seed=2, n=3, h=5, w=5)
-    target = mrf_target(s)
+    statistic = make("mrf", s)
     gen = F.unfold(x, 3)[0].T  # L, 27
     sty = F.unfold(s, 3)[0].T
     ncc = (gen / gen.norm(dim=1, keepdim=True)) @ (sty / sty.norm(dim=1, keepdim=True)).T
     nearest = ncc.argmax(1)
     expected = (gen - sty[nearest]).pow(2).sum(1).mean() / 27
-    assert torch.equal(mrf_matches(x, target["normalised"])[0], nearest)
-    assert mrf_loss(x, **target).item() == pytest.approx(expected.item(), rel=1e-10)
+    assert torch.equal(mrf_matches(x, statistic.normalised)[0], nearest)
+    assert statistic(x).item() == pytest.approx(expected.item(), rel=1e-10)
     # a style patch cap: a seeded subsample of the patches
-    capped = mrf_target(s, max_patches=4, seed=1)
-    assert capped["patches"].shape == (4, 27) and torch.equal(
-        capped["patches"], mrf_target(s, max_patches=4, seed=1)["patches"]
+    capped = make("mrf", s, max_patches=4, seed=1)
+    assert capped.patches.shape == (4, 27) and torch.equal(
+        capped.patches, make("mrf", s, max_patches=4, seed=1).patches
     )
-    assert mrf_loss(x, **capped).item() >= mrf_loss(x, **target).item() - 1e-12
+    assert capped(x).item() >= statistic(x).item() - 1e-12
 
 
 # ------------------------------------------------------------------------------------------------------------ masks
@@ -285,11 +308,11 @@ def test_a_mask_of_ones_is_no_mask(name):
 
 def test_mrf_mask_weights_the_patches_at_their_centres():
     x, s = features(seed=1, n=2, h=5, w=5), features(seed=2, n=2)
-    target = mrf_target(s)
+    statistic = make("mrf", s)
     mask = torch.zeros(1, 1, 5, 5, dtype=torch.float64)
     mask[..., 2, 2] = 1  # the centre of exactly one patch (the middle one of 3 x 3)
-    gen, t = F.unfold(x, 3)[0].T, target["patches"][mrf_matches(x, target["normalised"])[0]]
-    assert mrf_loss(x, mask, **target).item() == pytest.approx((gen[4] - t[4]).pow(2).mean().item(), rel=1e-10)
+    gen, t = F.unfold(x, 3)[0].T, statistic.patches[mrf_matches(x, statistic.normalised)[0]]
+    assert statistic(x, mask).item() == pytest.approx((gen[4] - t[4]).pow(2).mean().item(), rel=1e-10)
 
 
 # ---------------------------------------------------------------------------------------------------------- batches
@@ -322,55 +345,84 @@ def test_float32_math_under_bf16(name):
     assert torch.allclose(from_bf16, evaluate(name, x.bfloat16().float(), style), rtol=1e-5)
 
 
-# --------------------------------------------------------------------------------------------------------- registry
+# ---------------------------------------------------------------------------------------------- options and blends
 
 
-def test_registry_routes_and_checks_options():
-    assert set(NAMES) == {"gram", "mean_std", "mmd", "gaussian_w2", "sliced_wasserstein", "mrf"}
-    mmd = STYLE_LOSSES["mmd"]
-    with pytest.raises(NSTError, match="style_loss=mmd has no option kernal; its options: max_positions"):
-        mmd.check_options({"kernal": "linear"})
+def test_options_are_constructor_arguments_checked_there():
+    style = features(seed=1)
+    with pytest.raises(TypeError, match="kernal"):
+        MMD(style, kernal="linear")
     with pytest.raises(NSTError, match="unknown MMD kernel 'cubic'"):
-        mmd.check_options({"kernel": "cubic"})
-    with pytest.raises(NSTError, match="style_loss=gram has no option seed; its options: none"):
-        STYLE_LOSSES["gram"].check_options({"seed": 1})
-    assert mmd.calibration_for() == mmd.calibrations["kernel"]["gaussian"]
-    assert mmd.calibration_for({"kernel": "polynomial"}) == mmd.calibrations["kernel"]["polynomial"]
-    assert STYLE_LOSSES["mrf"].calibration_for({"max_patches": 8}) == STYLE_LOSSES["mrf"].calibration
-    # step inputs: the projections depend on (seed, step) only; mmd's positions only where the layer is larger
-    sliced = STYLE_LOSSES["sliced_wasserstein"]
-    first = sliced.make_step_inputs((1, 6, 4, 4), seed=0, step=1)["projections"]
-    assert first.shape == (6, 6) and torch.equal(first, sliced.make_step_inputs((2, 6, 8, 8), 0, 1)["projections"])
-    assert sliced.make_step_inputs((1, 6, 4, 4), 0, 1, options={"n_projections": 3})["projections"].shape == (6, 3)
-    assert mmd.make_step_inputs((1, 6, 4, 4), 0, 1) == {}
-    assert mmd.make_step_inputs((1, 6, 40, 40), 0, 1)["positions"].shape == (1024,)
-    for statistic in STYLE_LOSSES.values():
-        assert statistic.calibration > 0 and statistic.name in STYLE_LOSSES
+        MMD(style, kernel="cubic")
+    with pytest.raises(TypeError, match="seed"):
+        Gram(style, seed=1)
+    assert MMD(style).calibration == 1e10 and MMD(style, kernel="polynomial").calibration == 1.0
+    assert MRF(style, max_patches=8).calibration == MRF.calibration
+    # per-step draws: the projections depend on (seed, step) only; mmd's positions only where the layer is larger
+    sliced = SlicedWasserstein(features(n=6, seed=2), seed=0)
+    sliced.begin_step(1, (1, 6, 4, 4), torch.device("cpu"))
+    first = sliced.projections.clone()
+    sliced.begin_step(1, (2, 6, 8, 8), torch.device("cpu"))
+    assert first.shape == (6, 6) and torch.equal(first, sliced.projections)
+    three = SlicedWasserstein(features(n=6, seed=2), n_projections=3)
+    three.begin_step(1, (1, 6, 4, 4), torch.device("cpu"))
+    assert three.projections.shape == (6, 3)
+    mmd = MMD(features(n=6, seed=2))
+    mmd.begin_step(1, (1, 6, 4, 4), torch.device("cpu"))
+    assert mmd.positions is None
+    mmd.begin_step(1, (1, 6, 40, 40), torch.device("cpu"))
+    assert mmd.positions.shape == (1024,)
+    for cls in CLASSES.values():
+        assert cls(style).calibration > 0
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_several_styles_blend(name):
-    statistic = STYLE_LOSSES[name]
     styles = [features(seed=1), features(seed=2, h=6, w=5)]
     x = features(seed=3)
-    targets = [statistic.make_target(s) for s in styles]
-    weighted = blended_targets(statistic, targets, [0.25, 0.75])
-    inputs = {
-        k: v.double() if v.is_floating_point() else v for k, v in statistic.make_step_inputs(x.shape, 0, 0).items()
-    }
-    loss = blended_layer_loss(statistic, x, None, weighted, inputs)
-    each = [statistic.layer_loss(x, None, t, inputs) for t in targets]
+    each = [evaluate(name, x, s) for s in styles]
+    k = x.shape[0]
+    built = [make(name, s) for s in styles]
+    objective = Objective(
+        _Identity(),
+        torch.zeros(1, 3, 5, 6, dtype=torch.float64),
+        {},
+        {"f": built},
+        [0.25, 0.75],
+        Weights([], ["f"], torch.zeros(k), torch.zeros(k, 0), torch.ones(k), torch.ones(k, 1)),
+    ).double()
+    objective.set_layer_shapes({"f": tuple(x.shape)})
+    objective.begin_step(0, k)
+    for statistic in objective.styles["f"]:
+        _to_dtype(statistic, torch.float64)
+    loss = objective.terms(objective.summarise({"f": x}), x)["style/f"]
     if name == "gram":  # one blended target: sum_i b_i |G - A_i|^2 = |G - A|^2 + a constant
-        assert len(weighted) == 1
-        constant = 0.25 * 0.75 * (targets[0]["gram"] - targets[1]["gram"]).pow(2).sum() / (4 * 16)
+        assert len(objective.styles["f"]) == 1
+        targets = [gram_over_m(s)[0] for s in styles]
+        constant = 0.25 * 0.75 * (targets[0] - targets[1]).pow(2).sum() / (4 * 16)
         assert loss.item() == pytest.approx((0.25 * each[0] + 0.75 * each[1] - constant).item(), rel=1e-9)
     else:
         assert loss.item() == pytest.approx((0.25 * each[0] + 0.75 * each[1]).item(), rel=1e-12)
 
 
+class _Identity(torch.nn.Module):
+    """A 'network' whose one layer is its input."""
+
+    layer_names = ("f",)
+
+    def forward(self, x, layers=None):
+        return {"f": x}
+
+
+def test_blend_statistics_blends_every_buffer():
+    a, b = Gram(features(seed=1)), Gram(features(seed=2))
+    expected = 0.3 * a.target + 0.7 * b.target
+    assert torch.allclose(blend_statistics([a, b], [0.3, 0.7]).target, expected)
+
+
 def test_mrf_on_layers_smaller_than_a_patch():
     tiny, x = features(seed=1, h=2, w=2), features(seed=2)
-    target = mrf_target(tiny)
-    assert target["patches"].shape == (1, 4 * 4)  # one 2 x 2 patch
-    assert mrf_loss(x, **target).item() > 0  # the generated 5 x 6 layer is matched with 2 x 2 patches
-    assert mrf_loss(tiny, **mrf_target(x)).item() == 0  # a 2 x 2 layer holds no 3 x 3 patch
+    statistic = make("mrf", tiny)
+    assert statistic.patches.shape == (1, 4 * 4)  # one 2 x 2 patch
+    assert statistic(x).item() > 0  # the generated 5 x 6 layer is matched with 2 x 2 patches
+    assert make("mrf", x)(tiny).item() == 0  # a 2 x 2 layer holds no 3 x 3 patch
