@@ -1,4 +1,5 @@
-"""Two product features measured against the plain way of getting the same images (called by run.py):
+"""Two product features measured against the plain way of getting the same images (parts/batched.py and
+parts/multiscale.py of run.py):
 
 - ``batched``: a sweep of K=4 ratios as one batch (``batch_sweep``) vs the 4 runs one after the other,
   images per hour (whole runs, set-up included), alternating the two, median of the repeats; and how far
@@ -16,23 +17,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
+import adapter
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-from nst_lightning.config.schema import conf_dir
-from nst_lightning.engine.run import run
 
 
 def config(content: Path, style: Path, *overrides: str) -> DictConfig:
     quiet = ["snapshot_every=0", "trainer.enable_progress_bar=false"]
-    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
-        return compose("config", overrides=[f"content={content}", f"style={style}", *quiet, *overrides])
+    return adapter.compose_config([f"content={content}", f"style={style}", *quiet, *overrides])
 
 
 def timed_run(cfg: DictConfig, folder: Path) -> tuple[float, dict[str, Any]]:
     start = time.perf_counter()
-    metrics = run(cfg, folder)
+    metrics = adapter.run(cfg, folder)
     return time.perf_counter() - start, metrics
 
 

@@ -12,7 +12,7 @@
 #   tests    the test suite (pytest -x -n 8 -v), every test's result streamed to $OUT/pytest.txt
 #   quality  tubingen x starry_night and x the_scream, 512 and 1024 px, 500 steps, one Hydra sweep: $OUT/q_*.png
 # Everything printed also goes to $OUT/gpu.log. The defaults sum to ~9.5 minutes, under one call's 10.
-# A smoke test without a GPU: OUT=/tmp/x BENCH_ARGS=--quick PYTEST_ARGS=tests/test_config.py PYTEST_WORKERS=0 \
+# A smoke test without a GPU: OUT=/tmp/x BENCH_ARGS=--quick PYTEST_ARGS=tests/config/test_config.py PYTEST_WORKERS=0 \
 #     QUALITY_SIZES=32,64 QUALITY_STEPS=2 SITE=/tmp/x/site PYTHON=.venv/bin/python bash benchmarks/gpu.sh
 # $OUT brings back at most 8 files, 2 folders down: the runs write under /tmp and only these files go to $OUT.
 set -uo pipefail # no -e: one part failing must not cost the others
@@ -26,7 +26,7 @@ QUALITY_TIMEOUT=${QUALITY_TIMEOUT:-105}
 QUALITY_STEPS=${QUALITY_STEPS:-500}
 QUALITY_SIZES=${QUALITY_SIZES:-512,1024}
 BENCH_ARGS=${BENCH_ARGS:-}  # e.g. --quick: a smoke test of this script on a machine without a GPU
-PYTEST_ARGS=${PYTEST_ARGS:-}  # e.g. tests/test_config.py
+PYTEST_ARGS=${PYTEST_ARGS:-}  # e.g. tests/config/test_config.py
 PYTEST_WORKERS=${PYTEST_WORKERS:-8}  # pytest-xdist workers; 0: none (where xdist is not installed)
 SITE=${SITE:-/tmp/site}
 IMAGES=.whl/images

