@@ -93,6 +93,15 @@ def target_pass_bytes(
     return 4 * (kept + transient + gram + 2 * 3 * height * width)
 
 
+def _style_bytes(
+    maps: list[tuple[str, int, int]], style_layers: list[str], per_element: int, images: int
+) -> tuple[int, int]:
+    """(Gram's float32 copies and N x N matrices, what another statistic keeps) over the style layers."""
+    by_name = {name: (c, m) for name, c, m in maps}
+    gram = sum(4 * (by_name[n][0] * by_name[n][1] + 4 * by_name[n][0] ** 2) for n in style_layers) * images
+    return gram, per_element * sum(by_name[n][0] * by_name[n][1] for n in style_layers) * images
+
+
 def memory_parts(
     height: int,
     width: int,
@@ -120,11 +129,9 @@ def memory_parts(
     ``styles``: (height, width) of each style image as the network sees it (default: one, the content's shape);
     ``extra_channels``: channels of other content-sized inputs held throughout (a mask 1, a temporal target 3,
     the content's colours 3); ``decode``: the host bytes of decoding the largest input (``decode_bytes``);
-    ``style_loss``: the statistic matched at the style layers (``STYLE_LOSS_BYTES``). For a network, optimiser or
-    statistic other than the built-ins: ``table`` (the network's layers), ``weight_bytes`` (its parameters),
-    ``optimizer_state`` (bytes per element of the image, and fixed bytes: ``optimizer_state_bytes``) and
-    ``statistic_bytes`` (per element of the style layers' features).
-    """
+    ``style_loss``: the statistic (``STYLE_LOSS_BYTES``). Parts other than the built-ins: ``table``, ``weight_bytes``,
+    ``optimizer_state`` (``optimizer_state_bytes``), ``statistic_bytes``. ``steps`` does not count (L-BFGS's whole
+    history is allocated at its first step)."""
     style_layers = list(layers[1:] if style_layers is None else style_layers)
     styles = [(height, width)] if styles is None else list(styles)
     maps = _feature_maps(height, width, _deepest(layers, table), table)
@@ -135,24 +142,18 @@ def memory_parts(
     pixels = 3 * height * width  # one image's numel
     if weight_bytes is None:
         weight_bytes = sum(c * (maps[i - 1][1] if i else 3) * 9 * 4 for i, (n, c, _) in enumerate(maps) if "conv" in n)
-    weights = weight_bytes
     activations = sum(c * m for _, c, m in maps) * act_bytes * images
-    by_name = {name: (c, m) for name, c, m in maps}
-    gram = sum(4 * (by_name[n][0] * by_name[n][1] + 4 * by_name[n][0] ** 2) for n in style_layers) * images
     per_element = STYLE_LOSS_BYTES.get(style_loss, 0) if statistic_bytes is None else statistic_bytes
-    statistic = per_element * sum(by_name[n][0] * by_name[n][1] for n in style_layers) * images
-    if optimizer_state is not None:
-        opt_bytes = int(optimizer_state[0] * pixels * images + optimizer_state[1])
-    elif optimizer == "lbfgs":
-        opt_bytes = (2 * history_size + 4) * pixels * 4 * images
-    else:
-        opt_bytes = 2 * pixels * 4 * images
+    gram, statistic = _style_bytes(maps, style_layers, per_element, images)
+    if optimizer_state is None:  # the built-in optimisers: L-BFGS's history and working vectors, Adam's moments
+        optimizer_state = (((2 * history_size + 4) if optimizer == "lbfgs" else 2) * 4.0, 0.0)
+    opt_bytes = int(optimizer_state[0] * pixels * images + optimizer_state[1])
     optimisation = int(activations * BACKWARD_FACTOR) + gram + statistic + opt_bytes
     targets = max(target_pass_bytes(h, w, layers, style_layers, table) for h, w in [(height, width), *styles])
     held = (3 * images + 1) * pixels + sum(3 * h * w for h, w in styles) + extra_channels * height * width
     return {
         "runtime": RUNTIME_BYTES.get(device, RUNTIME_BYTES["cpu"]),
-        "weights": int(weights * (1.5 if half else 1.0)),
+        "weights": int(weight_bytes * (1.5 if half else 1.0)),
         "activations": int(activations * BACKWARD_FACTOR),
         "gram": gram,
         "style_loss": statistic,

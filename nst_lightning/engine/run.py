@@ -152,13 +152,13 @@ def build_module(
     if start is not None:
         init = resized_to(start, prepared.content)
     else:
-        init = torch.cat([_start(image.config, prepared) for image in images])
+        init = torch.cat([start_image(image.config, prepared) for image in images])
     module = StyleTransfer(objective, init, parts.optimizer, stage.steps, config.engine, prepared.chroma)
     module.held.prepared = prepared
     return module
 
 
-def _start(config: Config, prepared: Prepared) -> torch.Tensor:
+def start_image(config: Config, prepared: Prepared) -> torch.Tensor:
     return initial_image(str(config.init.kind), int(config.seed), float(config.init.scale), config.init.path, prepared)
 
 

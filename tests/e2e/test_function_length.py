@@ -15,8 +15,6 @@ LIMIT = 60
 EXEMPT = {"nst_lightning/optim/lbfgs.py: LBFGS.step"}
 LONG = {
     "nst_lightning/apps/video.py: stylise_video",
-    "nst_lightning/engine/memory.py: check_memory",
-    "nst_lightning/results/metrics.py: measure",
 }
 
 
