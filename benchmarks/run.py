@@ -98,7 +98,7 @@ class Settings:
     standard_pairs: int = 1  # each run times ~300 steps already
     stall_size: int = 64
     stall_steps: int = 100
-    stall_target: float = 100.0  # the issue's bar: ours must divide the loss by >= 100 in 100 steps
+    stall_target: float = 100.0  # the target: ours must divide the loss by >= 100 in 100 steps
     stall_styles: tuple[str, ...] = ("bw4", "redblue2")  # of STALL_STYLES; the first gives stall_fall
     bf16_size: int = 128  # CPUs without native bf16 run bf16 convolutions ~25x slower: keep it small there
     bf16_size_native: int = 512  # CUDA, or a CPU with AMX / AVX512-BF16
@@ -362,7 +362,7 @@ class OursRun:
 
 class Lockstep(StepClock):
     """A StepClock that runs one step of each other contender after each of ours, and times each apart. On a
-    shared machine whose speed drifts over minutes (benchmarks/README.md, session 10), the contenders' steps then
+    shared machine whose speed drifts over minutes (docs/benchmarks.md, the standard loop), the contenders' steps then
     see the same moments, and each round of steps is at the same history fill."""
 
     def __init__(self, others: dict[str, Callable[[int], None]], keep: Iterable[int] = ()) -> None:
@@ -722,7 +722,7 @@ def standard_seeds(s: Settings, content: Path, style: Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------------------------
 # 3. The stall case: white noise, a high-contrast striped style, 64 px, 100 steps
 # ------------------------------------------------------------------------------------------------------------------
-# Issue 14: with torch.optim.LBFGS on L / L_0 ("the old scaled torch L-BFGS") the loss fell 11% in 100 steps
+# The target: with torch.optim.LBFGS on L / L_0 (the scaled torch L-BFGS) a stall case's loss fell 11% in 100 steps
 # (4.66e10 to 4.13e10). Ours must divide it by >= 100. Fall = L(start) / L(after the steps), each measured by the
 # objective that run minimised, in float32; the main comparison on the paper's exact objective.
 

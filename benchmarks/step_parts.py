@@ -1,4 +1,4 @@
-"""Where a step's time goes beyond the network (issue 14's "at most 1.05x the network alone"), on this machine.
+"""Where a step's time goes beyond the network (the target: "at most 1.05x the network alone"), on this machine.
 
     python benchmarks/step_parts.py [--size 256] [--repeats 7]   # -> benchmarks/step_parts.json
 

@@ -9,7 +9,7 @@ with the square of that. We therefore compare G/M_l and fold the constants:
 which is the same number, kept in a range where float32 does not overflow, even at 1024 px (G itself, for
 conv1_1 at 1024 px, stays below 1e13). All of this runs in float32, also under bf16 autocast.
 
-Alternative style losses (issue 16), each split into a target computed once from the style image and a loss
+Alternative style losses, each split into a target computed once from the style image and a loss
 on the generated features, are collected in ``STYLE_LOSSES`` at the end of this module: see ``StyleStatistic``.
 Random choices (subsamples, projections) come from generators seeded by (seed, step) on the features' device,
 so the losses need no host synchronisation (except gaussian_w2's SVD on CUDA).
@@ -122,7 +122,7 @@ def temporal_loss(image: Tensor, target: Tensor) -> Tensor:
 
 
 # ======================================================================================================================
-# Alternative style losses (issue 16)
+# Alternative style losses
 #
 # Each is a pair of pure functions: ``*_target(style_features (1, N, h, w), **options) -> dict of tensors``, run
 # once (under no_grad) per style image and layer, and ``*_loss(features (B, N, H, W), mask, **targets, **options)
