@@ -27,6 +27,7 @@ import pytest
 import torch
 from conftest import cli, cli_in_process, make_painting, make_photo
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -328,16 +329,25 @@ def test_every_command_shown_runs(page, tmp_path, monkeypatch):
 # The configuration reference
 # ------------------------------------------------------------------------------------------------------------------
 
-GROUPS = ("network", "init", "optimizer", "style_loss", "recipe", "experiment")
-
 
 def _compose(name: str, overrides: list[str] = (), hydra: bool = False) -> DictConfig:
     with initialize_config_dir(str(conf_dir()), version_base="1.3"):
         return compose(name, overrides=list(overrides), return_hydra_config=hydra)
 
 
+def config_groups() -> list[str]:
+    """The groups Hydra finds (conf/ folders and registered nodes alike), but its own."""
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        return [g for g in GlobalHydra.instance().config_loader().list_groups("") if g != "hydra"]
+
+
 def group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+    """A group's options as a user picks them: not the schema nodes the YAML files extend, not Hydra's plugins."""
+    if group.startswith("hydra/"):
+        return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        options = GlobalHydra.instance().config_loader().get_group_options(group)
+    return sorted(o for o in options if not o.endswith("_schema"))
 
 
 def leaves(node: DictConfig, prefix: str = "") -> dict[str, Any]:
@@ -358,7 +368,8 @@ def config_keys() -> dict[str, Any]:
     """The keys of the composed configuration under every option of every group, each with its default: the value
     in the plain configuration, else in the first option that has the key."""
     keys = leaves(_compose("config"))
-    for group in GROUPS:
+    presets = ("recipe", "experiment")  # they set other groups' keys: a key's default is its own group's
+    for group in sorted(config_groups(), key=lambda g: (g in presets, g)):
         for option in group_options(group):
             for key, value in leaves(_compose("config", [f"{group}={option}"])).items():
                 keys.setdefault(key, value)
@@ -445,7 +456,7 @@ def test_every_configuration_key_has_a_row_with_its_default():
 def test_every_group_and_option_is_in_the_reference():
     groups = reference_rows()["Groups"]
     choices = _compose("config", hydra=True).hydra.runtime.choices
-    for group in (*GROUPS, "hydra/launcher"):
+    for group in (*config_groups(), "hydra/launcher"):
         assert group in groups, f"no row for the group {group}"
         cell, row = groups[group]
         assert same_value(documented_default(cell), choices[group]), (group, cell, choices[group])
