@@ -1,4 +1,4 @@
-"""Measurements behind the defaults at real sizes (issue 15): the balance across sizes, and grain vs noise amplitude.
+"""Measurements behind the defaults at real sizes: the balance across sizes, and grain vs noise amplitude.
 
     python experiments/quality.py balance --sizes 128 256 512 --steps 200     # -> experiments/quality_balance.json
     python experiments/quality.py grain --size 256 --steps 300                # -> experiments/quality_grain.json

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's gallery at real sizes (issue 15): tubingen and golden_gate by starry_night, the_scream, shipwreck and
+# The gallery at real sizes (docs/gallery.md): tubingen and golden_gate by starry_night, the_scream, shipwreck and
 # seated-nude, each with the defaults at one size. Only our results are saved (docs/gallery/sizes/), never the inputs.
 #   bash docs/gallery/make_sizes.sh [IMAGES_DIR] [SIZE] [STEPS] [OUT] [EXTRA overrides ...]
 #   e.g. bash docs/gallery/make_sizes.sh ../shared/images 512 300

@@ -1,4 +1,4 @@
-"""Objective-independent metrics of a result: one panel of numbers, whatever loss was optimised (issue 16).
+"""Objective-independent metrics of a result: one panel of numbers, whatever loss was optimised.
 
     python -m nst_lightning.metrics <run or sweep folder>
 

@@ -1,4 +1,4 @@
-"""The objective-independent metrics (issue 16) with the real network on 32 px built-in images, and their CLI."""
+"""The objective-independent metrics with the real network on 32 px built-in images, and their CLI."""
 
 from __future__ import annotations
 

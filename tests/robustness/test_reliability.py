@@ -1,4 +1,4 @@
-"""Reliability, round two (issue 18): run folders are claimed before anything is written into them, sweeps carry
+"""Reliability: run folders are claimed before anything is written into them, sweeps carry
 on past a job's own bad input, the memory check counts every image, and the rough edges of the command line
 (seeds, Ctrl-C, unusable folders, unquoted special characters, pipes, file modes) give one line.
 
@@ -452,7 +452,7 @@ def test_a_pipe_is_refused_not_waited_on(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# 14 and issue 17: file modes, write_json, user_error
+# File modes, write_json, user_error
 # ------------------------------------------------------------------------------------------------------------------
 
 
