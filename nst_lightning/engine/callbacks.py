@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 
 class ProgressBar(TQDMProgressBar):
-    """Lightning's bar, showing step, losses and speed, without the meaningless logger version.
+    """Lightning's bar in optimisation steps ("step 105/300", a resumed run from where it stopped), showing the
+    losses and speed, without the meaningless logger version.
 
     The losses (the first image's) are the last ones the LossCurves callback copied off the device, so the bar
     never makes the step wait for the device; the module calls no ``self.log``.
@@ -39,6 +40,21 @@ class ProgressBar(TQDMProgressBar):
         for key, value in getattr(module, "last_logged", {}).items():
             metrics.setdefault(f"loss/{key}", value)
         return metrics
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *_: Any) -> None:
+        if self._leave:
+            self.train_progress_bar = self.init_train_tqdm()
+        bar = self.train_progress_bar
+        bar.set_description("step", refresh=False)
+        bar.reset(total=trainer.max_steps)
+        bar.n = bar.initial = trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
+        bar = self.train_progress_bar
+        if bar is not None and self._should_update(trainer.global_step, bar.total):
+            bar.n = trainer.global_step
+            bar.set_postfix(self.get_metrics(trainer, module))
+            bar.refresh()
 
 
 class LossCurves(L.Callback):
