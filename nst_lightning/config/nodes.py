@@ -71,4 +71,6 @@ def node(target: Callable[..., Any], partial: bool = False, exclude: tuple[str, 
     for name, (annotation, default) in found.items():
         value = values.get(name, default)
         fields.append((name, _typed(annotation, value), _field(value)))
-    return dataclasses.make_dataclass(f"{target.__name__}Config", fields)
+    schema = dataclasses.make_dataclass(f"{target.__name__}Config", fields)
+    schema.preset = dict(values)  # what this option sets itself (tests: no default is stated twice)
+    return schema

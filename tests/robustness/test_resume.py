@@ -122,3 +122,68 @@ def test_checkpoints_come_by_time_too(make_cfg, tmp_path):
     seen.clear()
     run(make_cfg("steps=4", "engine.checkpoint_minutes=60"), tmp_path / "other", callbacks=[Look()])
     assert not any(seen)
+
+
+def _as_version_1(record: dict) -> dict:
+    """The record of the same settings as the version before the pluggable parts wrote it."""
+    old = {k: v for k, v in record.items() if k not in ("logger", "callbacks", "extra_terms", "settings_version")}
+    old["style_loss"] = {"name": "gram", **dict.fromkeys(("kernel", "bandwidth", "degree", "offset"))}
+    old["style_loss"].update(dict.fromkeys(("max_positions", "n_projections", "max_patches", "patch_size")))
+    network = {k: v for k, v in record["network"].items() if not k.startswith("_")}
+    old["network"] = {**network, "seed": None}
+    optimizer = {k: record["optimizer"][k] for k in ("history_size", "first_step", "max_step")}
+    old["optimizer"] = {"name": "lbfgs", **optimizer}
+    old["engine"] = {k: v for k, v in record["engine"].items() if k != "tile"}
+    old["trainer"] = {k: v for k, v in record["trainer"].items() if k != "strategy"}
+    return old
+
+
+def _stopped_run(make_cfg, folder: Path, settings: list[str]) -> dict:
+    run(make_cfg(*settings), folder, callbacks=[StopAt(2)])
+    return OmegaConf.to_container(OmegaConf.load(folder / ".hydra" / "config.yaml"))
+
+
+def test_a_record_of_the_earlier_settings_version_resumes_to_the_same_image(make_cfg, tmp_path):
+    settings = ["steps=5", "ratio=0.1", "tv_weight=3"]
+    record = _stopped_run(make_cfg, tmp_path / "new", settings)
+    assert record["settings_version"] == 2 and record["style_loss"]["_target_"].endswith("statistics.Gram")
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in ("last.ckpt",):
+        (old / name).write_bytes((tmp_path / "new" / name).read_bytes())
+    (old / ".hydra").mkdir()
+    OmegaConf.save(OmegaConf.create(_as_version_1(record)), old / ".hydra" / "config.yaml")
+    from_new = run(make_cfg(f"resume={tmp_path / 'new'}"), tmp_path / "a", overrides=[f"resume={tmp_path / 'new'}"])
+    from_old = run(make_cfg(f"resume={old}"), tmp_path / "b", overrides=[f"resume={old}"])
+    assert from_old["loss_total"] == pytest.approx(from_new["loss_total"], rel=1e-6) and from_old["steps"] == 5
+    migrated = OmegaConf.load(tmp_path / "b" / ".hydra" / "config.yaml")
+    assert migrated.settings_version == 2 and migrated.tv_weight == 3 and migrated.ratio == 0.1
+    assert migrated.network._target_ == "nst_lightning.model.vgg.VGG" and migrated.network.seed == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: r.pop("tv_weight"), r"its record lacks tv_weight \(settings version 2\)"),
+        (lambda r: r.update(brightness=1.5), r"holds unknown brightness"),
+        (lambda r: r.update(tv=r.pop("tv_weight")), r"lacks tv_weight and holds unknown tv"),  # a renamed key
+        (lambda r: r["engine"].pop("log_every"), r"lacks engine.log_every"),
+        (lambda r: r.update(settings_version=3), r"holds settings version 3; this nst-lightning reads versions 1 to 2"),
+    ],
+)
+def test_a_record_that_would_change_the_settings_is_refused_naming_the_keys(make_cfg, tmp_path, change, message):
+    record = _stopped_run(make_cfg, tmp_path / "a", ["steps=4"])
+    change(record)
+    OmegaConf.save(OmegaConf.create(record), tmp_path / "a" / ".hydra" / "config.yaml")
+    with pytest.raises(NSTError, match=message) as info:
+        run(make_cfg(f"resume={tmp_path / 'a'}"), tmp_path / "b", overrides=[f"resume={tmp_path / 'a'}"])
+    assert "\n" not in str(info.value) and not (tmp_path / "b").exists()
+
+
+def test_a_version_1_record_without_a_key_it_always_had_is_refused(make_cfg, tmp_path):
+    """The issue's case: a record with no tv_weight once resumed with today's default, 250, and exited 0."""
+    old = _as_version_1(_stopped_run(make_cfg, tmp_path / "a", ["steps=4", "tv_weight=0"]))
+    del old["tv_weight"]
+    OmegaConf.save(OmegaConf.create(old), tmp_path / "a" / ".hydra" / "config.yaml")
+    with pytest.raises(NSTError, match=r"lacks tv_weight \(settings version 1\)"):
+        run(make_cfg(f"resume={tmp_path / 'a'}"), tmp_path / "b", overrides=[f"resume={tmp_path / 'a'}"])
