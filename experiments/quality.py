@@ -38,14 +38,31 @@ from typing import Any
 
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
-from nst_lightning.config.plan import style_weights
-from nst_lightning.config.schema import DEFAULT_STYLE_LAYERS, conf_dir, register_configs
-from nst_lightning.engine.run import run
+from nst_lightning.apps.presets import register_configs
+from nst_lightning.config import derive
+from nst_lightning.config.schema import DEFAULT_STYLE_LAYERS, conf_dir
+from nst_lightning.engine import run as engine_run
 from nst_lightning.inputs.images import load_image
 from nst_lightning.model.losses import gram_over_m
-from nst_lightning.model.vgg import build_vgg19
+from nst_lightning.model.vgg import VGG, layer_table
 from nst_lightning.results.metrics import grain
+
+
+def style_weights(cfg: Any) -> dict[str, float]:
+    channels = {name: c for name, c, _ in layer_table(str(cfg.network.arch))}
+    return derive.style_weights(OmegaConf.to_object(cfg), channels.__getitem__)
+
+
+def build_vgg19(source: str, layers: list[str], pooling: str) -> Any:
+    network = VGG(source=source, pooling=pooling)
+    return lambda image: network(image, layers)
+
+
+def run(cfg: Any, folder: Path) -> dict[str, Any]:
+    return engine_run.run(OmegaConf.to_object(cfg), folder)
+
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "images"
 HERE = Path(__file__).resolve().parent
