@@ -115,7 +115,6 @@ class Objective(nn.Module):
         self.extras = nn.ModuleDict(dict(extras or {}))
         extra_w = [weights.extras[name] for name in self.extras]
         self.register_buffer("extra_w", torch.stack(extra_w, 1) if extra_w else None)  # (K, E) in extras order
-        self.layer_masks: dict[str, Tensor] = {}
         self.layer_shapes: dict[str, tuple[int, ...]] = {}
         self.terms_order = self.term_names()
 
@@ -145,13 +144,9 @@ class Objective(nn.Module):
 
     # ---- evaluation ---------------------------------------------------------------------------------------------
     def set_layer_shapes(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
-        """The full image's feature shapes (B, N, H, W) per layer, and the mask pooled to each: what the statistics'
-        per-step draws and the tiles need."""
+        """The full image's feature shapes (B, N, H, W) per layer: what the statistics' per-step draws, the mask
+        pooled to each layer and the tiles need."""
         self.layer_shapes = dict(shapes)
-        if self.mask is not None:
-            self.layer_masks = {
-                layer: F.adaptive_avg_pool2d(self.mask, shape[-2:]) for layer, shape in self.layer_shapes.items()
-            }
 
     def begin_step(self, step: int, images: int) -> None:
         """Draw the step's samples (sliced_wasserstein's projections, mmd's positions) from the seed and the step:
@@ -190,9 +185,8 @@ class Objective(nn.Module):
     def _mask(self, term: FeatureTerm, features: Tensor, region: Region | None) -> Tensor | None:
         if term.kind != "style" or self.mask is None:
             return None
-        pooled = self.layer_masks.get(term.layer)
-        if pooled is None or pooled.shape[-2:] != self.layer_shapes[term.layer][-2:]:
-            pooled = F.adaptive_avg_pool2d(self.mask, features.shape[-2:])
+        shape = self.layer_shapes.get(term.layer, features.shape)[-2:]
+        pooled = F.adaptive_avg_pool2d(self.mask, shape)  # the mask's own dtype and device, whatever they became
         if region is None:
             return pooled
         top, left = region[:2]

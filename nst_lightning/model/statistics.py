@@ -575,7 +575,8 @@ class MRF(StyleStatistic):
         k = self.k
         if h < k or w < k:  # no patch fits: nothing to match (0, with a graph for backward)
             zero = f.flatten(1).sum(1) * 0.0
-            return {"sum": zero, "weight": zero.detach()}
+            weight = torch.zeros(1 if mask is None else mask.shape[0], dtype=f.dtype, device=f.device)
+            return {"sum": zero, "weight": weight}
         lh, lw = h - k + 1, w - k + 1
         if mask is None:
             weights = torch.ones(1, lh * lw, dtype=f.dtype, device=f.device)
