@@ -20,6 +20,7 @@ from torch import Tensor
 from nst_lightning.engine.module import StyleTransfer
 from nst_lightning.engine.outputs import ImageRun
 from nst_lightning.inputs.images import save_png
+from nst_lightning.util import interrupts
 from nst_lightning.util.files import write_json
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,10 @@ class Snapshots(L.Callback):
 
 class GracefulStop(L.Callback):
     """The first Ctrl-C or SIGTERM (cluster pre-emption) ends the run after the current step, so the image
-    and the optimiser state are consistent and the run can be resumed; a second Ctrl-C aborts at once."""
+    and the optimiser state are consistent and the run can be resumed; a second Ctrl-C aborts at once.
+
+    One that came before (recorded by nst_lightning.util.interrupts while the Trainer started) stops the run before
+    its first step."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -145,10 +149,20 @@ class GracefulStop(L.Callback):
             log.warning("%s received: stopping after this step", signal.Signals(signum).name)
 
         for sig in self.SIGNALS:
-            self._previous[sig] = signal.getsignal(sig)
-            signal.signal(sig, handler)
+            # signal.signal first runs a signal still pending in the interpreter through the old handler: the
+            # recorder, which records it for take() below
+            self._previous[sig] = signal.signal(sig, handler)
+        if (early := interrupts.take()) is not None:
+            self.received = early
+            trainer.should_stop = True
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
         self._previous.clear()
@@ -204,6 +218,8 @@ class FinalReport(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, module: StyleTransfer) -> None:
         interrupted = self.stop.received is not None and trainer.global_step < module.steps
+        if interrupted and trainer.global_step == 0:
+            return  # stopped before the first step of a new run: no image to keep (the entry point says so)
         if interrupted:  # to continue with resume=<this run dir>
             save_checkpoint(trainer, self.checkpoint_dir)
         self._finish(trainer, module, interrupted=interrupted)

@@ -30,6 +30,7 @@ from nst_lightning.engine.outputs import ImageRun, image_runs
 from nst_lightning.inputs.prepare import initial_image, prepare, resized_to
 from nst_lightning.model.objective import Objective
 from nst_lightning.model.vgg import build_network
+from nst_lightning.util import interrupts
 from nst_lightning.util.errors import NSTError
 from nst_lightning.util.files import write_json
 
@@ -134,8 +135,11 @@ def _fit(
         # use of a torch API that torch now deprecates is not the user's concern.
         for pattern in (".*does not have many workers.*", ".*smaller than the logging interval.*", ".*LeafSpec.*"):
             warnings.filterwarnings("ignore", message=pattern)
+        interrupts.check()  # a signal while the Trainer was built; from fit on, GracefulStop takes it
         trainer.fit(module, ckpt_path=checkpoint, weights_only=True)  # a checkpoint is data, never code
     if not report.metrics:
+        if stop.received is not None:  # it came while the Trainer started: nothing was optimised
+            raise interrupts.Interrupted(stop.received)
         raise NSTError(f"the run stopped before its first step (steps={module.steps}): nothing was optimised")
     for image, step in zip(plan.images, module.diverged_at.tolist(), strict=True):
         if step >= 0:
@@ -172,6 +176,7 @@ def run(
     cfg, checkpoint, resumed_from = resume_config(cfg, list(overrides))
     plan = build_plan(cfg)
     check_memory(plan)  # a run that cannot fit is refused now, with the estimate, not killed later
+    interrupts.check()  # the safe points of start-up (see nst_lightning.util.interrupts)
     if slow := slow_precision_warning(plan):
         log.warning(slow)
     run_dir = Path(run_dir)
@@ -188,7 +193,9 @@ def run(
     for i, stage in enumerate(plan.stages):
         final = i == len(plan.stages) - 1
         folder = run_dir if final else run_dir / "stages" / f"{i}_{stage.size}px"
+        interrupts.check()
         module = build_module(plan, stage, start)
+        interrupts.check()
         if i == 0 and (tip := bf16_tip(plan)):  # once the inputs have loaded: never ahead of an error about them
             log.info(tip)
         info: dict[str, Any] = {"content_scale": stage.content_scale}  # the paper's alpha times this was used

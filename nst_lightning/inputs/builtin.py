@@ -23,6 +23,7 @@ from PIL import Image
 
 from nst_lightning.inputs import painter
 from nst_lightning.inputs.painter import brushstrokes
+from nst_lightning.util import interrupts
 from nst_lightning.util.errors import NSTError
 from nst_lightning.util.files import atomic_write, file_sha256
 
@@ -174,7 +175,8 @@ def fetch_painting(name: str, cache_dir: Path | None = None, base_url: str | Non
         raise NSTError(
             f"cannot write to the cache folder {folder} ({exc}); set {CACHE_ENV} to a writable folder"
         ) from None
-    atomic_write(target, download_verified)  # other readers see no file or the whole verified file
+    with interrupts.raising():  # a Ctrl-C abandons the download at once (its temp file is removed)
+        atomic_write(target, download_verified)  # other readers see no file or the whole verified file
     log.info("downloaded %s to %s", url, target)
     return target
 

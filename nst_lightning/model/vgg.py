@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from nst_lightning.util import interrupts
 from nst_lightning.util.errors import NSTError, first_line
 from nst_lightning.util.files import atomic_write, file_sha256
 
@@ -215,7 +216,8 @@ def _torchvision_params(arch: str = "vgg19") -> list[tuple[Tensor, Tensor]]:
 
     constructor, weights = {"vgg19": (vgg19, VGG19_Weights), "vgg16": (vgg16, VGG16_Weights)}[arch]
     try:
-        model = constructor(weights=weights.IMAGENET1K_V1)
+        with interrupts.raising():  # the first use downloads: a Ctrl-C abandons it at once
+            model = constructor(weights=weights.IMAGENET1K_V1)
     except Exception as exc:  # URLError, socket errors, a corrupt cached file
         if arch == "vgg19":
             raise NSTError(
