@@ -125,6 +125,9 @@ def _app(cfg: DictConfig) -> float:
         check_seeds(cfg)
         tensorboard_dir, run_name = sweep_tensorboard(hc)
         metrics = run(cfg, run_dir, tensorboard_dir, run_name, overrides=list(hc.overrides.task))
+        if metrics.get("interrupted") and not metrics.get("resumable", True):  # its checkpoint did not fit
+            log.warning("stopped early: result.png holds the image so far; without last.ckpt it cannot be resumed")
+            sys.exit(143 if metrics.get("stopped_by") == "SIGTERM" else 130)
         if metrics.get("interrupted"):
             log.warning("stopped early: result.png holds the image so far; continue with resume=%s", run_dir)
             sys.exit(143 if metrics.get("stopped_by") == "SIGTERM" else 130)

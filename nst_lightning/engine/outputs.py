@@ -15,6 +15,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import OmegaConf
 
 from nst_lightning.config.plan import ImageSpec, RunPlan, flatten_config
+from nst_lightning.util.files import check_writable
 
 
 @dataclass
@@ -58,3 +59,13 @@ def image_runs(
         }
         runs.append(ImageRun(sub, logger, hyperparameters(image, plan), {**extra, **info}))
     return runs
+
+
+def check_outputs(runs: list[ImageRun], snapshots: bool) -> None:
+    """Every place the run writes to (each image's folder, snapshots/, TensorBoard folder) tried before the first
+    step: a read-only one, or a file in the way, is refused in one line naming it, not met mid-run."""
+    for run in runs:
+        check_writable(run.folder, "run folder")
+        if snapshots:
+            check_writable(run.folder / "snapshots", "snapshots folder")
+        check_writable(run.logger.log_dir, "TensorBoard folder")

@@ -24,9 +24,10 @@ from nst_lightning.engine.callbacks import (
     ProgressBar,
     Snapshots,
 )
+from nst_lightning.engine.checkpoint_io import AtomicCheckpointIO
 from nst_lightning.engine.memory import bf16_tip, check_memory, slow_precision_warning
 from nst_lightning.engine.module import StyleTransfer
-from nst_lightning.engine.outputs import ImageRun, image_runs
+from nst_lightning.engine.outputs import ImageRun, check_outputs, image_runs
 from nst_lightning.inputs.prepare import initial_image, prepare, resized_to
 from nst_lightning.model.objective import Objective
 from nst_lightning.model.vgg import build_network
@@ -128,6 +129,7 @@ def _fit(
         log_every_n_steps=1,  # nothing is logged through Lightning; this only silences its data-size advice
         default_root_dir=str(folder),
         precision="32-true",  # the objective runs its own autocast (plan.engine.precision), capturable on CUDA
+        plugins=[AtomicCheckpointIO(), *(trainer_args.pop("plugins", None) or [])],  # checkpoints in place
         **trainer_args,
     )
     with warnings.catch_warnings():
@@ -204,6 +206,7 @@ def run(
         if resumed_from is not None:
             info["resumed_from"] = str(resumed_from)
         runs = image_runs(plan, folder, tensorboard_dir if final else None, run_name, info)
+        check_outputs(runs, bool(plan.engine.snapshot_every))
         metrics = _fit(plan, module, runs, folder, checkpoint, callbacks)
         if metrics[0]["interrupted"]:
             break

