@@ -214,6 +214,17 @@ def check_overrides(argv: list[str]) -> None:
                 )
 
 
+def asks_for_help(argv: list[str]) -> bool:
+    """Whether the command line asks for ``--help`` or ``--hydra-help``."""
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        args, _ = get_args_parser().parse_known_args(argv)
+    except (SystemExit, Exception):
+        return False
+    return bool(args.help or args.hydra_help)
+
+
 def main() -> None:
     """``python -m nst_lightning key=value ...``: the Hydra app, with one-line errors for what Hydra would print as
     a lexer error or a traceback (unreadable overrides, Ctrl-C while starting up), and the run folder released.
@@ -226,7 +237,14 @@ def main() -> None:
     try:
         check_overrides(sys.argv[1:])
         interrupts.check()
-        _app()
+        if asks_for_help(sys.argv[1:]):
+            # Hydra composes the config for --help outside its own error report: a bad override would be a
+            # traceback there, where the same override without --help is Hydra's short message
+            from hydra._internal.utils import run_and_report
+
+            run_and_report(_app)
+        else:
+            _app()
     except KeyboardInterrupt as exc:
         if full_error():
             raise

@@ -519,3 +519,23 @@ def test_an_over_long_image_path_is_one_line(images, tmp_path, kind):
     proc = cli_in_process(f"content={path}", f"style={images['style']}", *TINY, f"hydra.run.dir={out}")
     line = assert_clean_error(proc, "error: content image '")
     assert "cannot be opened: " in line and "bytes long, over" in line and len(line) < 600
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# --help with a bad override
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("network=alexnet", "Could not find 'network/alexnet'"), ("foo=1", "Could not override 'foo'")],
+)
+def test_help_with_a_bad_override_is_hydras_short_message(override, message):
+    plain = cli_in_process(override)
+    helped = cli_in_process("--help", override)
+    for proc in (plain, helped):
+        output = proc.stdout + proc.stderr
+        assert proc.returncode == 1 and "Traceback" not in output and message in output, output[-3000:]
+    assert helped.stdout + helped.stderr == plain.stdout + plain.stderr
+    ok = cli_in_process("--help")
+    assert ok.returncode == 0 and "nst-lightning" in ok.stdout.lower()
