@@ -40,6 +40,7 @@ from PIL import Image
 
 from nst_lightning.config.plan import build_plan, check_positive_counts, stage_sizes
 from nst_lightning.config.schema import Config, conf_dir, register_configs
+from nst_lightning.util import folders  # noqa: F401  registers ${pid:}, used by the default run folder
 from nst_lightning.util.errors import NSTError, user_error
 from nst_lightning.util.files import atomic_write, natural_key
 

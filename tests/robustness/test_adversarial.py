@@ -573,3 +573,28 @@ def test_each_job_of_the_random_network_sweep_has_its_networks_matched_ratio():
     assert pairs[1][0] == "random" and pairs[1][2] == 400
     assert pairs[1][1] == pytest.approx(measured["ratio"], rel=0.01)  # 4.06e-8, not vgg19's 1e-3
     assert pairs[1][1] / pairs[0][1] == pytest.approx(measured["factor"], rel=0.01)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Two videos started in the same second
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_the_video_default_folder_is_unique_per_process(processes, tmp_path):
+    """The video command's own process resolves its default folder with its process id, as the main command's:
+    two videos started in the same second no longer share a folder (the second was refused as in use)."""
+    folders = []
+    for _ in range(2):
+        proc = processes.start(
+            [sys.executable, "-m", "nst_lightning.video", "--cfg", "hydra", "--resolve"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        output = proc.communicate(timeout=300)[0]
+        assert proc.returncode == 0, output[-3000:]
+        run = output.split("\n  run:\n    dir: ", 1)[1].split("\n", 1)[0]
+        assert run.startswith("outputs/videos/" + time.strftime("%Y-%m-")) and run.endswith(f"_{proc.pid}"), run
+        folders.append(run)
+    assert folders[0] != folders[1]
