@@ -270,8 +270,11 @@ def _validate_beyond(cfg: DictConfig) -> None:
     if cfg.scales is not None:
         if not cfg.scales or any(s is None or s <= 0 for s in cfg.scales):
             raise NSTError(f"scales={list(cfg.scales)} is not valid: give increasing long sides, e.g. scales=[256,512]")
-        if list(cfg.scales) != sorted(cfg.scales):
-            raise NSTError(f"scales={list(cfg.scales)} must increase (coarse to fine), e.g. scales=[256,512]")
+        if any(a >= b for a, b in zip(cfg.scales[:-1], cfg.scales[1:], strict=True)):  # the same size: a stage redone
+            raise NSTError(
+                f"scales={list(cfg.scales)} must be increasing (coarse to fine, each larger than the one before), "
+                "e.g. scales=[256,512]"
+            )
         if cfg.scale_steps is not None:
             if len(cfg.scale_steps) != len(cfg.scales):
                 raise NSTError(
@@ -545,9 +548,10 @@ def resume_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, Pa
     if not checkpoint.is_file():
         raise NSTError(f"resume={old}: no last.ckpt there; the run finished, or stopped before its first checkpoint")
     try:  # refuse a corrupt or unsafe checkpoint now, in one line, before any heavy work
-        torch.load(checkpoint, map_location="cpu", weights_only=True)
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise NSTError(f"resume={old}: last.ckpt cannot be loaded as plain data ({first_line(exc)})") from None
+    reached = state.get("global_step", 0) if isinstance(state, dict) else 0  # the step the checkpoint holds
     resumed = OmegaConf.load(saved)
     changes = [o.split("=", 1) for o in overrides if not o.startswith(("resume=", "hydra.")) and "=" in o]
     refused = [key for key, _ in changes if not key.lstrip("+~").startswith(RESUMABLE_KEYS)]
@@ -563,4 +567,9 @@ def resume_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, Pa
     for key, _ in changes:
         OmegaConf.update(merged, key.lstrip("+~"), OmegaConf.select(cfg, key.lstrip("+~")), force_add=True)
     merged.resume = None
+    if merged.steps is not None and merged.steps <= reached:
+        raise NSTError(
+            f"resume={old}: its checkpoint is already at step {reached}, so steps={merged.steps} leaves nothing to "
+            f"run: give steps= above {reached} (the run's own was {resumed.get('steps')})"
+        )
     return merged, checkpoint, old

@@ -598,3 +598,45 @@ def test_the_video_default_folder_is_unique_per_process(processes, tmp_path):
         assert run.startswith("outputs/videos/" + time.strftime("%Y-%m-")) and run.endswith(f"_{proc.pid}"), run
         folders.append(run)
     assert folders[0] != folders[1]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Two refusals that said the wrong thing
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scales", ["[32,32]", "[48,32]", "[32,64,64]"])
+def test_scales_must_be_increasing_and_equal_ones_are_refused(make_cfg, scales):
+    from nst_lightning.config.plan import build_plan
+    from nst_lightning.util.errors import NSTError
+
+    with pytest.raises(NSTError) as info:
+        build_plan(make_cfg(f"scales={scales}"))
+    assert str(info.value) == (
+        f"scales={scales.replace(',', ', ')} must be increasing (coarse to fine, each larger than the one before), "
+        "e.g. scales=[256,512]"
+    )
+    build_plan(make_cfg("scales=[32,48]"))  # increasing: accepted
+
+
+def test_resume_below_the_checkpoints_step_says_where_the_checkpoint_is(make_cfg, tmp_path):
+    from nst_lightning.engine.callbacks import GracefulStop
+    from nst_lightning.engine.run import run
+    from nst_lightning.util.errors import NSTError
+
+    class StopAt3(L.Callback):
+        def on_train_batch_end(self, trainer, module, *args) -> None:
+            if trainer.global_step == 3:
+                next(cb for cb in trainer.callbacks if isinstance(cb, GracefulStop)).received = signal.SIGINT
+                trainer.should_stop = True
+
+    run(make_cfg("steps=8"), tmp_path / "a", callbacks=[StopAt3()])
+    for steps in (2, 3):
+        with pytest.raises(NSTError) as info:
+            run(make_cfg(f"resume={tmp_path / 'a'}", f"steps={steps}"), tmp_path / "b", overrides=[f"steps={steps}"])
+        assert str(info.value) == (
+            f"resume={tmp_path / 'a'}: its checkpoint is already at step 3, so steps={steps} leaves nothing to run: "
+            "give steps= above 3 (the run's own was 8)"
+        )
+    assert not (tmp_path / "b").exists()
+    assert run(make_cfg(f"resume={tmp_path / 'a'}", "steps=4"), tmp_path / "c", overrides=["steps=4"])["steps"] == 4
