@@ -109,6 +109,7 @@ def _failed_job(run_dir: Path, hc: DictConfig, exc: BaseException, bad_input: bo
 def _app(cfg: DictConfig) -> float:
     """Run one style transfer in Hydra's run directory; return the final total loss (for sweepers; NaN for a
     failed sweep job)."""
+    interrupts.check()  # a signal while Hydra composed: before seconds of imports
     # heavy imports after Hydra has parsed the command line
     from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.utilities.exceptions import SIGTERMException

@@ -27,6 +27,7 @@ from nst_lightning.config.schema import (
 )
 from nst_lightning.model.vgg import check_layers, check_network, layer_channels, layer_downsampling, layers_of
 from nst_lightning.util.errors import NSTError, first_line
+from nst_lightning.util.files import shown, too_long
 
 # ---- the plan ------------------------------------------------------------------------------------------------
 
@@ -543,6 +544,8 @@ def resume_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, Pa
         return cfg, None, None
     old = Path(cfg.resume)
     checkpoint, saved = old / "last.ckpt", old / ".hydra" / "config.yaml"
+    if reason := too_long(saved):  # is_file() would raise: the system refuses the name before looking
+        raise NSTError(f"resume={shown(old)}: not a run folder ({reason})")
     if not saved.is_file():
         raise NSTError(f"resume={old}: not a run folder (no .hydra/config.yaml there)")
     if not checkpoint.is_file():

@@ -26,7 +26,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import Processes, assert_clean_error, cli_in_process, compose_cfg, error_lines
+from conftest import Processes, assert_clean_error, cli_env, cli_in_process, compose_cfg, error_lines
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
@@ -185,6 +185,39 @@ def test_the_first_ctrl_c_stops_the_run_at_any_moment_of_start_up(images, tmp_pa
                 failures.append(f"SIGINT at {moment!r} (ignored: {ignored}): exit {code}\n{output[-1500:]}")
     assert burner.poll() is None  # the load lasted the whole test
     assert not failures, "\n\n".join(failures)
+
+
+@pytest.mark.parametrize("moment", ["first line", "job started", "first frame"])
+def test_the_first_ctrl_c_stops_a_video_at_any_moment_of_start_up(images, tmp_path, processes, moment):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for k in range(3):
+        shutil.copy(images["content"], frames / f"{k:03d}.png")
+    out = tmp_path / "video"
+    args = [f"input={frames}", f"style={images['style']}", "size=32", "first_steps=100000", "steps=100000"]
+    args += ["trainer.enable_progress_bar=false", "trainer.accelerator=cpu", f"hydra.run.dir={out}"]
+    command = [sys.executable, "-m", "nst_lightning.video", *args]
+    proc = processes.start(
+        command, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 120
+    marker = {
+        "job started": out / ".hydra" / "overrides.yaml",
+        "first frame": out / "frames" / "frame_00000" / ".hydra",
+    }
+    while time.monotonic() < deadline and proc.poll() is None:
+        if moment == "first line" and _catches(proc.pid, signal.SIGTERM):
+            break
+        if moment in marker and marker[moment].exists():
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=120)[0]
+    lines = [line for line in _ours(output) if not line.startswith("3 frames from ")]  # the video's own note
+    assert proc.returncode == 130 and "Traceback" not in output, output[-3000:]
+    graceful = lines[:1] == ["SIGINT received: stopping after this step"]
+    closing = ("interrupted", "stopped early")
+    assert len(lines) == (3 if graceful else 1) and lines[-1].startswith(closing), output[-3000:]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -520,6 +553,12 @@ def test_an_over_long_image_path_is_one_line(images, tmp_path, kind):
     proc = cli_in_process(f"content={path}", f"style={images['style']}", *TINY, f"hydra.run.dir={out}")
     line = assert_clean_error(proc, "error: content image '")
     assert "cannot be opened: " in line and "bytes long, over" in line and len(line) < 600
+
+
+def test_an_over_long_resume_path_is_one_line(tmp_path):
+    folder = tmp_path.joinpath(*["e" * 200] * 21)
+    line = assert_clean_error(cli_in_process(f"resume={folder}", f"hydra.run.dir={tmp_path / 'run'}"), "error: resume=")
+    assert "not a run folder (the path is " in line and len(line) < 600
 
 
 # ------------------------------------------------------------------------------------------------------------------
