@@ -1,5 +1,6 @@
 """Shared fixtures and helpers: synthetic images (no third-party picture is needed), composed configs, the CLI
-(in a subprocess and in this process), and a local HTTP server for downloads."""
+(in a subprocess and in this process), processes that end with their test, and a local HTTP server for
+downloads."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import io
 import logging
 import math
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -165,23 +167,87 @@ def make_dictconfig(images):
 
 
 # ------------------------------------------------------------------------------------------------------------------
+# Processes end with their test
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the process group ``proc`` leads (its children too: Hydra's launchers, data loader workers), then
+    reap ``proc`` and close its pipes."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=30)
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+
+def run_process(command: list[str], timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """``subprocess.run(command, capture_output=True, text=True)`` in a process group of its own, killed whole when
+    the call returns or raises (a timeout, Ctrl-C in pytest): subprocess.run kills the child on a timeout, not the
+    child's children."""
+    kwargs.setdefault("text", True)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, **kwargs)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        return subprocess.CompletedProcess(command, proc.returncode, out, err)
+    finally:
+        _kill_group(proc)
+
+
+class Processes:
+    """The processes one test starts, each in a process group of its own; ``end`` (the fixture's teardown, pass or
+    fail) kills every group, so nothing a test started runs on beside the rest of the suite."""
+
+    def __init__(self) -> None:
+        self.started: list[subprocess.Popen] = []
+
+    def start(self, command: list[str], **kwargs) -> subprocess.Popen:
+        proc = subprocess.Popen(command, start_new_session=True, **kwargs)
+        self.started.append(proc)
+        return proc
+
+    def cli(self, *args: str, cwd: Path, env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
+        """``python -m nst_lightning *args`` started, output (stdout and stderr together) on ``proc.stdout``."""
+        kwargs.setdefault("stdout", subprocess.PIPE)
+        kwargs.setdefault("stderr", subprocess.STDOUT)
+        kwargs.setdefault("text", True)
+        return self.start([sys.executable, "-m", "nst_lightning", *args], cwd=cwd, env=cli_env(env), **kwargs)
+
+    def end(self) -> None:
+        for proc in self.started:
+            _kill_group(proc)
+        self.started.clear()
+
+
+@pytest.fixture
+def processes():
+    """Start subprocesses through this (``processes.start``, ``processes.cli``): all are killed when the test ends."""
+    started = Processes()
+    try:
+        yield started
+    finally:
+        started.end()
+
+
+# ------------------------------------------------------------------------------------------------------------------
 # The command line
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """``python -m nst_lightning *args`` in a subprocess, output captured; HYDRA_FULL_ERROR unset unless in ``env``."""
+def cli_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a CLI subprocess: unbuffered output, HYDRA_FULL_ERROR unset unless in ``env``."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     full_env.pop("HYDRA_FULL_ERROR", None)
     full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "nst_lightning", *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return full_env
+
+
+def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``python -m nst_lightning *args`` in a subprocess, output captured; HYDRA_FULL_ERROR unset unless in ``env``."""
+    return run_process([sys.executable, "-m", "nst_lightning", *args], cwd=cwd, env=cli_env(env), timeout=300)
 
 
 def cli_in_process(*args: str) -> subprocess.CompletedProcess:

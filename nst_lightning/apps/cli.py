@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -18,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from nst_lightning.apps import sweeps
 from nst_lightning.apps.presets import register_configs
 from nst_lightning.config.schema import Config, conf_dir
-from nst_lightning.util import folders
+from nst_lightning.util import folders, interrupts
 from nst_lightning.util.errors import NSTError, first_line, full_error, user_error
 
 log = logging.getLogger("nst_lightning")
@@ -53,9 +54,27 @@ def _kept(run_dir: Path) -> str:
     return f"{kept} (no last.ckpt: a second Ctrl-C does not wait for the step to end, so this run cannot be resumed)"
 
 
-def _interrupted(run_dir: Path) -> NoReturn:
+def _exit_code(exc: BaseException | None) -> int:
+    """128 + the signal: 143 for SIGTERM, 130 for Ctrl-C (a plain KeyboardInterrupt too)."""
+    return 128 + getattr(exc, "signum", signal.SIGINT)
+
+
+def _interrupted(run_dir: Path, exc: BaseException | None = None) -> NoReturn:
     log.warning("%s", _kept(run_dir))
-    sys.exit(130)
+    sys.exit(_exit_code(exc))
+
+
+def _interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt an error was raised while handling, if any: a library's clean-up that fails after a
+    Ctrl-C (Lightning's, when the signal lands while the Trainer sets up its data) is the Ctrl-C's doing."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _failed_job(run_dir: Path, hc: DictConfig, exc: BaseException, bad_input: bool) -> float:
@@ -78,6 +97,7 @@ def _failed_job(run_dir: Path, hc: DictConfig, exc: BaseException, bad_input: bo
 def _app(cfg: DictConfig) -> float:
     """Run one style transfer in Hydra's run directory; return the final total loss (for sweepers; NaN for a
     failed sweep job)."""
+    interrupts.check()  # a signal while Hydra composed: before seconds of imports
     # heavy imports after Hydra has parsed the command line
     from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -88,18 +108,25 @@ def _app(cfg: DictConfig) -> float:
     run_dir = Path(hc.runtime.output_dir)
     sweep = hc.mode == RunMode.MULTIRUN
     try:
+        interrupts.check()  # a Ctrl-C while torch and Lightning loaded
         if not sweep:  # claimed already by sweeps.ClaimFolder (before Hydra wrote .hydra/): this is a no-op then
             folders.claim(run_dir, "hydra.run.dir")  # a sweep's jobs are inside its claimed folder
         tensorboard_dir, run_name = sweep_tensorboard(hc)
         metrics = run(plan(cfg), run_dir, tensorboard_dir, run_name, overrides=list(hc.overrides.task))
+        if metrics.get("interrupted") and not metrics.get("resumable", True):  # its checkpoint did not fit
+            log.warning("stopped early: result.png holds the image so far; without last.ckpt it cannot be resumed")
+            sys.exit(143 if metrics.get("stopped_by") == "SIGTERM" else 130)
         if metrics.get("interrupted"):
             log.warning("stopped early: result.png holds the image so far; continue with resume=%s", run_dir)
             sys.exit(143 if metrics.get("stopped_by") == "SIGTERM" else 130)
+        if (late := interrupts.take()) is not None:  # it came while the finished run wrote its results
+            log.warning("%s after the run had finished: its results are complete", signal.Signals(late).name)
+            sys.exit(128 + late)
     except SIGTERMException:
         log.error("stopped by SIGTERM: the image so far is saved as result.png (metrics.json: interrupted)")
         sys.exit(143)
-    except KeyboardInterrupt:  # Ctrl-C while starting up, or a second one outside Lightning's loop
-        _interrupted(run_dir)
+    except KeyboardInterrupt as exc:  # a signal while starting up, or a second Ctrl-C outside Lightning's loop
+        _interrupted(run_dir, exc)
     except SystemExit as exc:
         if type(exc) is SystemExit and exc.code == 1:  # Lightning's own exit after a KeyboardInterrupt in fit
             _interrupted(run_dir)
@@ -109,6 +136,8 @@ def _app(cfg: DictConfig) -> float:
             return _failed_job(run_dir, hc, exc, bad_input=True)
         user_error(exc)
     except Exception as exc:
+        if (interrupt := _interrupt_behind(exc)) is not None and not full_error():
+            _interrupted(run_dir, interrupt)
         if sweep and not full_error():
             return _failed_job(run_dir, hc, exc, bad_input=False)
         raise
@@ -178,19 +207,46 @@ def check_overrides(argv: list[str]) -> None:
                 )
 
 
+def asks_for_help(argv: list[str]) -> bool:
+    """Whether the command line asks for ``--help`` or ``--hydra-help``."""
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        args, _ = get_args_parser().parse_known_args(argv)
+    except (SystemExit, Exception):
+        return False
+    return bool(args.help or args.hydra_help)
+
+
 def main() -> None:
     """``python -m nst_lightning key=value ...``: the Hydra app, with one-line errors for what Hydra would print as
-    a lexer error or a traceback (unreadable overrides, Ctrl-C while starting up), and the run folder released."""
+    a lexer error or a traceback (unreadable overrides, Ctrl-C while starting up), and the run folder released.
+
+    SIGINT and SIGTERM are recorded from the first line on (``python -m`` installs the recorder before this module
+    is imported) and acted on at safe points (nst_lightning.util.interrupts); called in-process, the caller's
+    handlers are put back at the end."""
+    ours = not interrupts.installed()
+    interrupts.install()
     try:
         check_overrides(sys.argv[1:])
-        _app()
-    except KeyboardInterrupt:
+        interrupts.check()
+        if asks_for_help(sys.argv[1:]):
+            # Hydra composes the config for --help outside its own error report: a bad override would be a
+            # traceback there, where the same override without --help is Hydra's short message
+            from hydra._internal.utils import run_and_report
+
+            run_and_report(_app)
+        else:
+            _app()
+    except KeyboardInterrupt as exc:
         if full_error():
             raise
         sys.stderr.write("interrupted while starting up or between runs: nothing was being optimised\n")
-        sys.exit(130)
+        sys.exit(_exit_code(exc))
     finally:
         folders.release_all()
+        if ours:
+            interrupts.uninstall()
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nst_lightning.util.errors import NSTError, user_error
 from nst_lightning.util.files import atomic_write
-from nst_lightning.util.folders import FAILED, claim_new, release
+from nst_lightning.util.folders import FAILED, claim_new, release, unusable
 
 
 def _register_resolvers() -> None:
@@ -129,3 +129,5 @@ class ClaimFolder(Callback):
             claim_new(folder, key, sweep=sweep)
         except NSTError as exc:
             user_error(exc, plain=True)
+        except OSError as exc:  # Hydra turns a callback's exception into a warning, and the run would go on unclaimed
+            user_error(unusable(folder, key, exc), plain=True)

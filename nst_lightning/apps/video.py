@@ -38,11 +38,13 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
+from nst_lightning.apps import sweeps  # noqa: F401  registers ${pid:}, used by the default run folder
 from nst_lightning.apps.presets import register_configs
 from nst_lightning.config.derive import stage_sizes
 from nst_lightning.config.schema import Config, conf_dir
 from nst_lightning.config.validate import check_layers, positive_counts, validate_run
-from nst_lightning.util.errors import NSTError, user_error
+from nst_lightning.util import interrupts
+from nst_lightning.util.errors import NSTError, full_error, user_error
 from nst_lightning.util.files import atomic_write, natural_key
 
 log = logging.getLogger("nst_lightning")
@@ -379,8 +381,14 @@ def _small_frame(path: Path, long_side: int) -> np.ndarray:
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="video")
 def _app(cfg: DictConfig) -> float | None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        summary = stylise_video(cfg, HydraConfig.get().runtime.output_dir)
+        summary = stylise_video(cfg, run_dir)
+    except KeyboardInterrupt as exc:  # a signal before a frame's first step (recorded: nst_lightning.util.interrupts)
+        if full_error():
+            raise
+        log.warning("interrupted: the frames stylised so far are in %s (no video written)", run_dir / "stylised")
+        sys.exit(128 + getattr(exc, "signum", 2))
     except SIGTERMException:
         log.error("stopped by SIGTERM: the frames done so far are in stylised/")
         sys.exit(143)
@@ -394,8 +402,20 @@ def _app(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     """``python -m nst_lightning.video input=clip.mp4 style=...`` (Hydra; ``--help``, ``--cfg job``, ``-m``)."""
-    with video_schema():
-        _app()
+    ours = not interrupts.installed()
+    interrupts.install()  # a Ctrl-C at any moment stops the video, as it does a run (python -m installs it first)
+    try:
+        with video_schema():
+            interrupts.check()
+            _app()
+    except KeyboardInterrupt as exc:
+        if full_error():
+            raise
+        sys.stderr.write("interrupted while starting up: nothing was being stylised\n")
+        sys.exit(128 + getattr(exc, "signum", 2))
+    finally:
+        if ours:
+            interrupts.uninstall()
 
 
 if __name__ == "__main__":

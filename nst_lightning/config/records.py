@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from nst_lightning.config.schema import SETTINGS_VERSION, Config
 from nst_lightning.util.errors import NSTError, first_line
+from nst_lightning.util.files import shown, too_long
 
 # What may change on resume: how long it runs and how it is logged and run, never what it computes.
 RESUMABLE_KEYS = (
@@ -134,15 +135,16 @@ def load_record(folder: Path) -> dict[str, Any]:
     return record
 
 
-def _checked_checkpoint(folder: Path) -> Path:
+def _checked_checkpoint(folder: Path) -> tuple[Path, int]:
+    """The folder's checkpoint and the step it holds."""
     checkpoint = folder / "last.ckpt"
     if not checkpoint.is_file():
         raise NSTError(f"resume={folder}: no last.ckpt there; the run finished, or stopped before its first checkpoint")
     try:  # refuse a corrupt or unsafe checkpoint now, in one line, before any heavy work
-        torch.load(checkpoint, map_location="cpu", weights_only=True)
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise NSTError(f"resume={folder}: last.ckpt cannot be loaded as plain data ({first_line(exc)})") from None
-    return checkpoint
+    return checkpoint, int(state.get("global_step", 0)) if isinstance(state, dict) else 0
 
 
 def _key(override: str) -> str:
@@ -159,9 +161,11 @@ def resume(config: Config, overrides: list[str]) -> tuple[Config, Path | None, P
     if not config.resume:
         return config, None, None
     old = Path(config.resume)
+    if reason := too_long(old / ".hydra" / "config.yaml"):  # is_file() would raise: the system refuses the name
+        raise NSTError(f"resume={shown(old)}: not a run folder ({reason})")
     if not (old / ".hydra" / "config.yaml").is_file():
         raise NSTError(f"resume={old}: not a run folder (no .hydra/config.yaml there)")
-    checkpoint = _checked_checkpoint(old)
+    checkpoint, reached = _checked_checkpoint(old)
     changed = [_key(o) for o in overrides if "=" in o and not o.startswith(("resume=", "hydra."))]
     refused = [key for key in changed if not key.startswith(RESUMABLE_KEYS)]
     if refused:
@@ -174,4 +178,9 @@ def resume(config: Config, overrides: list[str]) -> tuple[Config, Path | None, P
     for key in changed:
         OmegaConf.update(merged, key, OmegaConf.select(current, key), force_add=True)
     merged.resume = None
+    if merged.steps <= reached:
+        raise NSTError(
+            f"resume={old}: its checkpoint is already at step {reached}, so steps={merged.steps} leaves nothing to "
+            f"run: give steps= above {reached}"
+        )
     return OmegaConf.to_object(merged), checkpoint, old  # type: ignore[return-value]

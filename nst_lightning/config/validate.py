@@ -4,6 +4,7 @@ names (which depend on the network) right after."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -83,8 +84,11 @@ def _check_scales(config: Config) -> None:
     scales = list(config.scales)
     if not scales or any(s is None or s <= 0 for s in scales):
         raise NSTError(f"scales={scales} is not valid: give increasing long sides, e.g. scales=[256,512]")
-    if scales != sorted(scales):
-        raise NSTError(f"scales={scales} must increase (coarse to fine), e.g. scales=[256,512]")
+    if any(a >= b for a, b in itertools.pairwise(scales)):  # the same size twice: a stage redone
+        raise NSTError(
+            f"scales={scales} must be increasing (coarse to fine, each larger than the one before), "
+            "e.g. scales=[256,512]"
+        )
     if config.scale_steps is not None:
         if len(config.scale_steps) != len(scales):
             raise NSTError(

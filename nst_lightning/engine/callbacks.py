@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
@@ -21,7 +20,8 @@ from nst_lightning.engine.loggers import log_final, log_image
 from nst_lightning.engine.module import StyleTransfer
 from nst_lightning.engine.outputs import ImageRun
 from nst_lightning.inputs.images import save_png
-from nst_lightning.util.files import write_json
+from nst_lightning.util import interrupts
+from nst_lightning.util.files import WriteError, write_json
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,10 @@ class Snapshots(L.Callback):
 
 class GracefulStop(L.Callback):
     """The first Ctrl-C or SIGTERM (cluster pre-emption) ends the run after the current step, so the image
-    and the optimiser state are consistent and the run can be resumed; a second Ctrl-C aborts at once."""
+    and the optimiser state are consistent and the run can be resumed; a second Ctrl-C aborts at once.
+
+    One that came before (recorded by nst_lightning.util.interrupts while the Trainer started) stops the run before
+    its first step."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -162,21 +165,39 @@ class GracefulStop(L.Callback):
             log.warning("%s received: stopping after this step", signal.Signals(signum).name)
 
         for sig in self.SIGNALS:
-            self._previous[sig] = signal.getsignal(sig)
-            signal.signal(sig, handler)
+            # signal.signal first runs a signal still pending in the interpreter through the old handler: the
+            # recorder, which records it for take() below
+            self._previous[sig] = signal.signal(sig, handler)
+        if (early := interrupts.take()) is not None:
+            self.received = early
+            trainer.should_stop = True
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
         self._previous.clear()
 
 
 def save_checkpoint(trainer: L.Trainer, folder: Path) -> None:
-    """last.ckpt (image, optimiser, divergence record, step), written atomically: a reader or a crash sees the
-    previous checkpoint or this one, never half of one."""
-    tmp = folder / ".last.ckpt.tmp"
-    trainer.save_checkpoint(tmp, weights_only=False)  # the optimiser state too: resume continues the history
-    os.replace(tmp, folder / "last.ckpt")
+    """last.ckpt (image, optimiser, divergence record, step), written atomically (the Trainer's checkpoint_io is
+    engine.checkpoint_io.AtomicCheckpointIO): a reader or a crash sees the previous checkpoint or this one, never
+    half of one. files.WriteError if it cannot be written (the previous one is kept)."""
+    trainer.save_checkpoint(folder / "last.ckpt", weights_only=False)  # the optimiser state too: resume continues
+
+
+def _kept_checkpoint(folder: Path) -> str:
+    """What a failed checkpoint leaves to resume from: the step of the previous last.ckpt, if any."""
+    try:
+        step = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)["global_step"]
+    except Exception:  # none, or unreadable
+        return "no checkpoint is kept"
+    return f"the previous last.ckpt (step {step}) is kept"
 
 
 class PeriodicCheckpoint(L.Callback):
@@ -189,12 +210,27 @@ class PeriodicCheckpoint(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, module: StyleTransfer) -> None:
         self.last = time.monotonic()
+        self.failing = False
 
     def on_train_batch_end(self, trainer: L.Trainer, module: StyleTransfer, *args: Any) -> None:
         step = trainer.global_step
         due = (self.every and step % self.every == 0) or (self.seconds and time.monotonic() - self.last >= self.seconds)
         if due and step < module.steps:
-            save_checkpoint(trainer, self.folder)
+            try:
+                save_checkpoint(trainer, self.folder)
+            except WriteError as exc:  # a full disk: the run itself can go on, and the last one is still whole
+                if not self.failing:  # once until a checkpoint is written again, not at every step
+                    log.warning(
+                        "checkpoint at step %d not written: %s; %s; the run goes on",
+                        step,
+                        exc,
+                        _kept_checkpoint(self.folder),
+                    )
+                self.failing = True
+            else:
+                if self.failing:
+                    log.info("checkpoint written again at step %d", step)
+                self.failing = False
             self.last = time.monotonic()
 
 
@@ -221,8 +257,18 @@ class FinalReport(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, module: StyleTransfer) -> None:
         interrupted = self.stop.received is not None and trainer.global_step < module.steps
+        if interrupted and trainer.global_step == 0:
+            return  # stopped before the first step of a new run: no image to keep (the entry point says so)
         if interrupted:  # to continue with resume=<this run dir>
-            save_checkpoint(trainer, self.checkpoint_dir)
+            try:
+                save_checkpoint(trainer, self.checkpoint_dir)
+            except WriteError as exc:  # the image so far is still worth keeping: write it below
+                log.warning(
+                    "checkpoint at step %d not written: %s; %s",
+                    trainer.global_step,
+                    exc,
+                    _kept_checkpoint(self.checkpoint_dir),
+                )
         self._finish(trainer, module, interrupted=interrupted)
         if not interrupted:
             (self.checkpoint_dir / "last.ckpt").unlink(missing_ok=True)

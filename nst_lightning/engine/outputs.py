@@ -17,6 +17,7 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import OmegaConf
 
 from nst_lightning.config.derive import Image, flatten_config, loss_weights, record
+from nst_lightning.util.files import check_writable
 
 
 @dataclass
@@ -68,3 +69,14 @@ def image_runs(
         extra = {"alpha": alpha, "beta": beta, **({"batch_index": index} if image.name else {})}
         runs.append(ImageRun(sub, where, hyperparameters(image, alpha, beta), {**extra, **info}))
     return runs
+
+
+def check_outputs(runs: list[ImageRun], snapshots: bool) -> None:
+    """Every place the run writes to (each image's folder, snapshots/, TensorBoard folder) tried before the first
+    step: a read-only one, or a file in the way, is refused in one line naming it, not met mid-run."""
+    for run in runs:
+        check_writable(run.folder, "run folder")
+        if snapshots:
+            check_writable(run.folder / "snapshots", "snapshots folder")
+        if (logs := getattr(run.logger, "log_dir", None)) is not None:
+            check_writable(logs, "log folder")

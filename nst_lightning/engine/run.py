@@ -27,13 +27,15 @@ from nst_lightning.engine.callbacks import (
     ProgressBar,
     Snapshots,
 )
+from nst_lightning.engine.checkpoint_io import AtomicCheckpointIO
 from nst_lightning.engine.memory import bf16_tip, check_memory, slow_precision_warning
 from nst_lightning.engine.module import StyleTransfer
-from nst_lightning.engine.outputs import ImageRun, image_runs
+from nst_lightning.engine.outputs import ImageRun, check_outputs, image_runs
 from nst_lightning.engine.parts import Parts, build_parts
 from nst_lightning.inputs.prepare import Prepared, initial_image, prepare, resized_to
 from nst_lightning.model.losses import ColorStatistics, Temporal, TotalVariation
 from nst_lightning.model.objective import Objective, Weights, targets
+from nst_lightning.util import interrupts
 from nst_lightning.util.errors import NSTError
 from nst_lightning.util.files import write_json
 
@@ -198,6 +200,7 @@ def _fit(
     """One Trainer.fit of ``module``; the metrics of each image."""
     callbacks = _callbacks(config, runs, folder, module)
     report = next(c for c in callbacks if isinstance(c, FinalReport))
+    stop = next(c for c in callbacks if isinstance(c, GracefulStop))
     trainer_args = {k: v for k, v in config.trainer.items() if k != "precision"}
     trainer = L.Trainer(
         max_steps=module.steps,
@@ -210,14 +213,18 @@ def _fit(
         log_every_n_steps=1,
         default_root_dir=str(folder),
         precision="32-true",  # the objective runs its own autocast (trainer.precision), capturable on CUDA
+        plugins=[AtomicCheckpointIO(), *(trainer_args.pop("plugins", None) or [])],  # checkpoints in place
         **trainer_args,
     )
     with warnings.catch_warnings():
         # Lightning's advice for data-heavy training does not apply: our "dataset" is a step counter.
         warnings.filterwarnings("ignore", category=PossibleUserWarning)
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning's own use of a deprecated torch API
+        interrupts.check()  # a signal while the Trainer was built; from fit on, GracefulStop takes it
         trainer.fit(module, ckpt_path=checkpoint, weights_only=True)  # a checkpoint is data, never code
     if not report.metrics:
+        if stop.received is not None:  # it came while the Trainer started: nothing was optimised
+            raise interrupts.Interrupted(stop.received)
         raise NSTError(f"the run stopped before its first step (steps={module.steps}): nothing was optimised")
     for run, step in zip(runs, module.diverged_at.tolist(), strict=True):
         if step >= 0:
@@ -267,6 +274,7 @@ def run(
     check_layers(images, parts.network)
     plan = stages(config)
     check_memory(config, images, parts)  # a run that cannot fit is refused now, with the estimate, not killed later
+    interrupts.check()  # the safe points of start-up (see nst_lightning.util.interrupts)
     if slow := slow_precision_warning(config):
         log.warning(slow)
     run_dir = Path(run_dir)
@@ -279,7 +287,9 @@ def run(
     for i, stage in enumerate(plan):
         final = i == len(plan) - 1
         folder = run_dir if final else run_dir / "stages" / f"{i}_{stage.size}px"
+        interrupts.check()
         module = build_module(config, parts, stage, start, images)
+        interrupts.check()
         if i == 0 and (tip := bf16_tip(config)):  # once the inputs have loaded: never ahead of an error about them
             log.info(tip)
         info: dict[str, Any] = {"content_scale": stage.content_scale}  # the paper's alpha times this was used
@@ -288,6 +298,7 @@ def run(
         if resumed_from is not None:
             info["resumed_from"] = str(resumed_from)
         runs = image_runs(images, parts.logger, folder, tensorboard_dir if final else None, run_name, info)
+        check_outputs(runs, bool(config.snapshot_every))
         metrics = _fit(config, module, runs, folder, checkpoint, [*parts.callbacks, *callbacks])
         if metrics[0]["interrupted"]:
             break

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.client
+import io
 import logging
 import os
 import urllib.error
@@ -23,8 +24,9 @@ from PIL import Image
 
 from nst_lightning.inputs import painter
 from nst_lightning.inputs.painter import brushstrokes
+from nst_lightning.util import interrupts
 from nst_lightning.util.errors import NSTError
-from nst_lightning.util.files import CACHE_ENV, atomic_write, cache_dir, file_sha256
+from nst_lightning.util.files import WriteError, atomic_write, cache_dir, cache_unwritable, cache_write, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +85,15 @@ def open_builtin(name: str, cache_dir: Path | None = None) -> Image.Image:
     if name == BUILTIN_STYLE:
         return _default_brushstrokes().copy()  # a copy: callers may edit it in place, the cache must stay intact
     if name in PAINTINGS:
-        path = fetch_painting(name, cache_dir)
+        try:
+            path = fetch_painting(name, cache_dir)
+        except WriteError as exc:  # the cache is full or read-only: the painting is small, keep it in memory
+            cache_unwritable(exc)
+            data = io.BytesIO()
+            default_url, expected = PAINTINGS[name]
+            _download_verified(name, _painting_url(default_url, os.environ.get(PAINTINGS_URL_ENV)), data, expected, 30)
+            data.seek(0)
+            path = data  # type: ignore[assignment]
         with Image.open(path) as img:
             return img.convert("RGB")
     raise NSTError(f"unknown built-in image '{name}': choose one of {', '.join(builtin_names())}")
@@ -116,10 +126,9 @@ def _default_brushstrokes() -> Image.Image:
     except Exception:  # absent, truncated or not an image: paint it
         pass
     image = brushstrokes(512, 0)
-    try:
-        atomic_write(path, lambda f: image.save(f, format="PNG"))
-    except OSError:  # a read-only cache only costs the painting next time
-        pass
+    encoded = io.BytesIO()
+    image.save(encoded, format="PNG")
+    cache_write(path, encoded.getvalue())  # a cache that cannot keep it only costs the painting next time
     return image
 
 
@@ -150,22 +159,21 @@ def fetch_painting(name: str, cache_dir: Path | None = None, base_url: str | Non
     url = _painting_url(default_url, base_url if base_url is not None else os.environ.get(PAINTINGS_URL_ENV))
 
     def download_verified(out: BinaryIO) -> None:
-        got = _download(name, url, out, timeout)
-        if got != expected:  # raising here makes atomic_write drop the temp file: nothing unverified lands
-            raise NSTError(
-                f"download of '{name}' from {url} has sha256 {got}, expected {expected}: "
-                "the file changed or was corrupted; pass a local file instead"
-            )
+        _download_verified(name, url, out, expected, timeout)
 
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise NSTError(
-            f"cannot write to the cache folder {folder} ({exc}); set {CACHE_ENV} to a writable folder"
-        ) from None
-    atomic_write(target, download_verified)  # other readers see no file or the whole verified file
+    with interrupts.raising():  # a Ctrl-C abandons the download at once (its temp file is removed)
+        atomic_write(target, download_verified)  # other readers see no file or the whole verified file
     log.info("downloaded %s to %s", url, target)
     return target
+
+
+def _download_verified(name: str, url: str, out: BinaryIO, expected: str, timeout: float) -> None:
+    got = _download(name, url, out, timeout)
+    if got != expected:  # raising here makes atomic_write drop the temp file: nothing unverified lands
+        raise NSTError(
+            f"download of '{name}' from {url} has sha256 {got}, expected {expected}: "
+            "the file changed or was corrupted; pass a local file instead"
+        )
 
 
 def _painting_url(default_url: str, base_url: str | None) -> str:

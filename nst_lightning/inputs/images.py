@@ -6,6 +6,7 @@ applied, and anything unreadable becomes one NSTError line that names the file a
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import warnings
@@ -19,7 +20,7 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from nst_lightning.inputs import builtin as builtin_images
 from nst_lightning.util.errors import NSTError
-from nst_lightning.util.files import atomic_write
+from nst_lightning.util.files import atomic_write, shown, too_long
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ def open_image(spec: str, what: str = "image", long_side: int | None = None) -> 
     photo then costs a fraction of its full-size memory.
     """
     path = Path(os.path.expanduser(str(spec)))
+    if reason := too_long(path):  # exists() would raise: the system refuses the name before looking
+        raise NSTError(f"{what} '{shown(spec)}' cannot be opened: {reason}")
     if not path.exists() and str(spec) in builtin_images.builtin_names():
         return builtin_images.open_builtin(str(spec))
     if not path.exists():
@@ -112,8 +115,9 @@ def tensor_to_pil(image: Tensor) -> Image.Image:
 
 def save_png(image: Tensor, path: str | Path) -> Path:
     """Write a PNG atomically (temp file + rename), so no reader sees half a file."""
-    pil = tensor_to_pil(image)
-    return atomic_write(path, lambda f: pil.save(f, format="PNG"))
+    encoded = io.BytesIO()  # encoded first: a full disk's message can say how much space the image needs
+    tensor_to_pil(image).save(encoded, format="PNG")
+    return atomic_write(path, encoded.getvalue())
 
 
 def white_noise(shape: tuple[int, ...], seed: int) -> Tensor:

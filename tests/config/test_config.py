@@ -144,7 +144,7 @@ DEPTHS = ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
         ("fig3_grid", {"content_layer": "conv4_2"}, {"style_layers": 5, "ratio": 4}),
         ("content_layer_transfer", {"ratio": 1e-3}, {"content_layer": 6}),
         ("initialisation", {"ratio": 1e-3}, {"init": 4, "init.path": 1}),
-        ("random_network", {"ratio": 1e-3}, {"network": 2}),
+        ("random_network", {"ratio": 1e-3}, {"+balanced_network": 2}),
         ("photorealistic", {"init.kind": "content", "steps": 5000, "ratio": 1e-3}, {}),
     ],
 )

@@ -155,7 +155,7 @@ def test_every_new_option_is_a_hyperparameter(make_cfg, second_style, images):
         (["style_size=32", "style_scale=0.5"], "style_size and style_scale both set"),
         (["color_weight=-1"], "color_weight=-1.0 is not valid"),
         (["preserve_color=luminance", "color_weight=1"], "color_weight has no use with preserve_color=luminance"),
-        (["scales=[64,32]"], "must increase (coarse to fine)"),
+        (["scales=[64,32]"], "must be increasing (coarse to fine"),
         (["scales=[8,32]"], "scales[0]=8 is too small for the deepest layer in use: use scales[0] >= 16"),
         (["scales=[32,64]", "scale_steps=[1]"], "scale_steps has 1 values but scales has 2"),
         (["scale_steps=[5]"], "scale_steps needs scales"),

@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import run_process
 
 import nst_lightning
 from nst_lightning.config.schema import conf_dir
@@ -37,7 +38,7 @@ def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index"]
     cmd += ["--disable-pip-version-check", "-q", "-w", str(out), str(REPO_ROOT)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    proc = run_process(cmd, timeout=300)
     assert proc.returncode == 0, f"pip wheel failed:\n{proc.stdout}\n{proc.stderr}"
     wheels = list(out.glob("nst_lightning-*.whl"))
     assert len(wheels) == 1, [p.name for p in out.iterdir()]
@@ -61,9 +62,7 @@ def run_installed(installed: tuple[Path, Path], *args: str) -> subprocess.Comple
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HYDRA_FULL_ERROR")}
     env["PYTHONPATH"] = str(site)
     env["PYTHONNOUSERSITE"] = "1"
-    return subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
-    )
+    return run_process([sys.executable, *args], cwd=cwd, env=env, timeout=300)
 
 
 def test_wheel_contains_the_configs(wheel):

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import memory_check
+from conftest import memory_check, run_process
 
 from nst_lightning.engine import memory
 from nst_lightning.engine.memory import available_bytes, estimate_peak_bytes, memory_parts
@@ -186,13 +185,8 @@ def test_huge_size_refused_through_the_cli_in_seconds(images, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "NST_SKIP_MEMORY_CHECK")}
     args = [f"content={images['content']}", f"style={images['style']}", "size=20000"]
     started = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "nst_lightning", *args, f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    proc = run_process(
+        [sys.executable, "-m", "nst_lightning", *args, f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, env=env
     )
     seconds = time.perf_counter() - started
     output = proc.stdout + proc.stderr

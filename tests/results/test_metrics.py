@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_process
 from omegaconf import OmegaConf
 
 from nst_lightning.inputs.images import load_image, save_png
@@ -146,12 +146,6 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, where):
 
 def test_cli_in_a_subprocess_exits_2_without_a_traceback(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "nst_lightning.metrics", str(tmp_path / "nothing")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
+    proc = run_process([sys.executable, "-m", "nst_lightning.metrics", str(tmp_path / "nothing")], env=env)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith("error: no runs found") and proc.stderr.count("\n") == 1

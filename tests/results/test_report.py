@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_painting, make_photo
+from conftest import make_painting, make_photo, run_process
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -37,9 +37,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def python_m(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
+    return run_process([sys.executable, "-m", module, *args], cwd=cwd, env=env, timeout=300)
 
 
 @pytest.fixture(scope="module")

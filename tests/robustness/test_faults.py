@@ -4,17 +4,15 @@ checkpoint, resume reaches the uninterrupted result, and no result is ever overw
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import assert_clean_error, cli, cli_in_process, pixels
+from conftest import Processes, assert_clean_error, cli, cli_in_process, pixels
 from PIL import Image
 
 from nst_lightning.engine.run import build_module, run
@@ -64,25 +62,25 @@ def test_divergence_through_the_cli_says_so(images, tmp_path):
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def run_then_signal(args: list[str], out: Path, sig: int, after_step: int) -> subprocess.CompletedProcess:
+def run_then_signal(
+    processes: Processes, args: list[str], out: Path, sig: int, after_step: int
+) -> subprocess.CompletedProcess:
     """Start a CLI run into ``out`` (snapshots every step), send ``sig`` once step ``after_step`` is done."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "nst_lightning", *args, "snapshot_every=1", f"hydra.run.dir={out}"]
-    proc = subprocess.Popen(command, cwd=out.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = processes.cli(*args, "snapshot_every=1", f"hydra.run.dir={out}", cwd=out.parent)
     deadline = time.monotonic() + 120
     while not (out / "snapshots" / f"step_{after_step:06d}.png").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode()[-2000:]
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()[-2000:]
         time.sleep(0.1)
     proc.send_signal(sig)
-    output = proc.communicate(timeout=120)[0].decode()
-    return subprocess.CompletedProcess(command, proc.returncode, output, "")
+    output = proc.communicate(timeout=120)[0]
+    return subprocess.CompletedProcess(proc.args, proc.returncode, output, "")
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_interrupted_run_keeps_its_image(images, tmp_path, sig, code):
+def test_interrupted_run_keeps_its_image(images, tmp_path, processes, sig, code):
     out = tmp_path / "run"
     args = [f"content={images['content']}", f"style={images['style']}", "size=32", "steps=100000"]
-    proc = run_then_signal([*args, "trainer.enable_progress_bar=false"], out, sig, after_step=3)
+    proc = run_then_signal(processes, [*args, "trainer.enable_progress_bar=false"], out, sig, after_step=3)
     output = proc.stdout
     assert proc.returncode == code, output[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
@@ -94,7 +92,7 @@ def test_interrupted_run_keeps_its_image(images, tmp_path, sig, code):
     assert Image.open(out / "result.png").size == (32, 27)
 
 
-def test_resume_continues_to_the_same_image(images, tmp_path):
+def test_resume_continues_to_the_same_image(images, tmp_path, processes):
     """Interrupt a run with Ctrl-C, resume it: the final image equals an uninterrupted run's."""
     common = [f"content={images['content']}", f"style={images['style']}", "size=32", "steps=150"]
     common += ["trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
@@ -102,7 +100,7 @@ def test_resume_continues_to_the_same_image(images, tmp_path):
     assert whole.returncode == 0, whole.stderr[-2000:]
 
     part = tmp_path / "part"
-    run_then_signal(common, part, signal.SIGINT, after_step=5)
+    run_then_signal(processes, common, part, signal.SIGINT, after_step=5)
     stopped_at = json.loads((part / "metrics.json").read_text())["steps"]
     assert 5 <= stopped_at < 150
 

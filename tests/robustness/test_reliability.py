@@ -20,7 +20,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_clean_error, cli_in_process, error_lines, make_photo, memory_check, plan_of
+from conftest import (
+    assert_clean_error,
+    cli,
+    cli_in_process,
+    error_lines,
+    make_photo,
+    memory_check,
+    plan_of,
+)
 from PIL import Image
 
 from nst_lightning.engine import memory
@@ -28,17 +36,6 @@ from nst_lightning.inputs.images import load_image, save_png
 from nst_lightning.util.errors import NSTError
 
 TINY = ["size=32", "steps=1", "snapshot_every=0", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
-
-
-def _env() -> dict[str, str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return env
-
-
-def _start(args: list[str], cwd: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "nst_lightning", *args]
-    return subprocess.Popen(command, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 180) -> None:
@@ -102,24 +99,17 @@ def test_an_interrupted_runs_snapshots_are_not_overwritten(images, tmp_path):
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def test_two_concurrent_runs_into_one_folder_the_second_is_refused(images, tmp_path):
+def test_two_concurrent_runs_into_one_folder_the_second_is_refused(images, tmp_path, processes):
     """Two real processes, one hydra.run.dir: the second exits 2 naming the folder and the first's process id,
     and writes nothing there; the first finishes with its own results."""
     out = tmp_path / "run"
     common = [f"content={images['content']}", f"style={images['style']}", "trainer.accelerator=cpu"]
     common += ["trainer.enable_progress_bar=false", "size=32", f"hydra.run.dir={out}"]
-    first = _start([*common, "steps=100000", "snapshot_every=1"], tmp_path)
+    first = processes.cli(*common, "steps=100000", "snapshot_every=1", cwd=tmp_path)
     try:
         _wait_for(out / "snapshots" / "step_000001.png", first)
         hydra_record = (out / ".hydra" / "config.yaml").read_text()
-        second = subprocess.run(
-            [sys.executable, "-m", "nst_lightning", *common, "steps=2", "ratio=1"],
-            cwd=tmp_path,
-            env=_env(),
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        second = cli(*common, "steps=2", "ratio=1", cwd=tmp_path)
         line = assert_clean_error(second, f"error: {out} is in use by process {first.pid}")
         assert "pick another hydra.run.dir" in line
         assert (out / ".hydra" / "config.yaml").read_text() == hydra_record
@@ -132,17 +122,12 @@ def test_two_concurrent_runs_into_one_folder_the_second_is_refused(images, tmp_p
     assert metrics["interrupted"] is True and metrics["steps"] >= 1  # the first run's own results
 
 
-def test_a_live_holder_is_named_and_a_killed_one_blocks_nothing(images, tmp_path):
+def test_a_live_holder_is_named_and_a_killed_one_blocks_nothing(images, tmp_path, processes):
     from nst_lightning.util import folders
 
     out = tmp_path / "run"
     script = f"from nst_lightning.util import folders; folders.claim({str(out)!r}); print('held'); input()"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", script],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    holder = processes.start([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(NSTError, match=rf"{out} is in use by process {holder.pid} "):
@@ -340,12 +325,12 @@ def test_ctrl_c_while_starting_up_is_one_line(images, tmp_path, monkeypatch):
     assert _lines(output) == [expected]
 
 
-def test_ctrl_c_right_after_start_is_one_line_exit_130(images, tmp_path):
+def test_ctrl_c_right_after_start_is_one_line_exit_130(images, tmp_path, processes):
     """A real SIGINT as soon as the job starts (Hydra has written .hydra/): torch, Lightning and the weights are
     still loading. Many steps: on a loaded machine a 1-step run could finish before the signal lands."""
     out = tmp_path / "run"
     args = [f"content={images['content']}", f"style={images['style']}", *TINY, "steps=100000", f"hydra.run.dir={out}"]
-    proc = _start(args, tmp_path)
+    proc = processes.cli(*args, cwd=tmp_path)
     _wait_for(out / ".hydra" / "overrides.yaml", proc)
     proc.send_signal(signal.SIGINT)
     output = proc.communicate(timeout=120)[0]
@@ -355,13 +340,13 @@ def test_ctrl_c_right_after_start_is_one_line_exit_130(images, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("interrupted"), output[-3000:]
 
 
-def test_a_second_ctrl_c_exits_130_and_says_what_was_kept(images, tmp_path):
+def test_a_second_ctrl_c_exits_130_and_says_what_was_kept(images, tmp_path, processes):
     """The second Ctrl-C is sent as soon as the run has logged the first (two signals that arrive before Python
     handles the first count as one), while the step in progress, a few tenths of a second at 256 px, goes on."""
     out = tmp_path / "run"
     args = [f"content={images['content']}", f"style={images['style']}", "size=256", "steps=100000", "snapshot_every=1"]
     args += ["trainer.accelerator=cpu", "trainer.enable_progress_bar=false", f"hydra.run.dir={out}"]
-    proc = _start(args, tmp_path)
+    proc = processes.cli(*args, cwd=tmp_path)
     lines: list[str] = []
     first_seen = threading.Event()
 

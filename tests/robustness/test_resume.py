@@ -5,10 +5,8 @@ engine.checkpoint_every steps."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import pixels
+from conftest import cli, pixels
 from omegaconf import OmegaConf
 
 from nst_lightning.engine.callbacks import GracefulStop
@@ -74,13 +72,12 @@ def test_resume_honours_a_new_step_count_and_refuses_other_changes(make_cfg, tmp
     assert metrics["seconds_per_step"] * 6 <= metrics["seconds"] * 1.01  # 6 steps ran in this process, not 8
 
 
-def test_a_hard_kill_loses_at_most_checkpoint_every_steps(images, tmp_path):
+def test_a_hard_kill_loses_at_most_checkpoint_every_steps(images, tmp_path, processes):
     out = tmp_path / "run"
     args = [f"content={images['content']}", f"style={images['style']}", "size=32", "steps=400"]
     args += ["engine.checkpoint_every=3", "snapshot_every=0", "trainer.enable_progress_bar=false"]
     args += ["trainer.accelerator=cpu", f"hydra.run.dir={out}"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "nst_lightning", *args], cwd=tmp_path, env=env)
+    proc = processes.cli(*args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not (out / "last.ckpt").exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
@@ -90,20 +87,7 @@ def test_a_hard_kill_loses_at_most_checkpoint_every_steps(images, tmp_path):
     assert (out / "last.ckpt").is_file() and not (out / "result.png").exists()
     step = torch.load(out / "last.ckpt", map_location="cpu", weights_only=True)["global_step"]
     assert step > 0 and step % 3 == 0
-    resumed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nst_lightning",
-            f"resume={out}",
-            f"steps={step + 3}",
-            f"hydra.run.dir={tmp_path / 'on'}",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    resumed = cli(f"resume={out}", f"steps={step + 3}", f"hydra.run.dir={tmp_path / 'on'}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     metrics = json.loads((tmp_path / "on" / "metrics.json").read_text())
     assert metrics["steps"] == step + 3 and metrics["resumed_from"] == str(out)
