@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from nst_lightning.config.schema import EngineConfig
+from nst_lightning.model import tiles
 from nst_lightning.model.color import with_chroma
 from nst_lightning.model.objective import Objective
 
@@ -93,6 +94,8 @@ class StyleTransfer(L.LightningModule):
         self.register_buffer("last_finite", self.image.detach().clone(), persistent=False)
         self.register_buffer("loss_log", torch.zeros(self.engine.log_every, terms, k), persistent=False)
         self.graph: torch.cuda.CUDAGraph | None = None
+        self.tiling: tiles.Tiling | None = None  # set by the engine: evaluate the image in exact tiles
+        self.reduce: tiles.Reduce | None = None  # set by the engine: several processes share the tiles
         self.eager_steps = 0
 
     @property
@@ -121,7 +124,11 @@ class StyleTransfer(L.LightningModule):
     def evaluate(self) -> dict[str, Tensor]:
         """The terms of the current images (K,) each, on the CPU (for the final metrics)."""
         self.objective.to(self.image.device)
-        return {key: value.detach().cpu() for key, value in self.objective(self.image).items()}
+        if self.tiling is not None:
+            terms = tiles.values(self.objective, self.image, self.tiling, self.reduce)
+        else:
+            terms = self.objective(self.image)
+        return {key: value.detach().cpu() for key, value in terms.items()}
 
     # ---- optimisation --------------------------------------------------------------------------------------
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -141,10 +148,16 @@ class StyleTransfer(L.LightningModule):
     def _closure(self) -> Tensor:
         """Evaluate the K losses and their gradients; a non-finite or diverged image contributes no gradient."""
         self.inner_optimizer.zero_grad(set_to_none=False)  # gradients stay in place: a CUDA graph reads them there
-        terms = self.objective(self.image)
+        if self.tiling is not None:  # the same loss and gradient from tiles (model/tiles.py)
+            terms = tiles.value_and_grad(
+                self.objective, self.image, self.tiling, lambda t: torch.isfinite(t) & self.active, self.reduce
+            )
+            finite = torch.isfinite(terms["total"]) & self.active
+        else:
+            terms = self.objective(self.image)
+            finite = torch.isfinite(terms["total"]) & self.active
+            torch.where(finite, terms["total"], torch.zeros_like(terms["total"])).sum().backward()
         total = terms["total"]
-        finite = torch.isfinite(total) & self.active
-        torch.where(finite, total, torch.zeros_like(total)).sum().backward()
         with torch.no_grad():
             keep = finite.view(-1, 1, 1, 1)
             self.last_finite.copy_(torch.where(keep, self.image.detach(), self.last_finite))
@@ -206,7 +219,8 @@ class StyleTransfer(L.LightningModule):
         graph.replay()  # capture records the step without running it
 
     def _step(self) -> None:
-        graphable = self.engine.cuda_graph and not self.objective.draws_per_step  # a graph would replay one draw
+        # a graph would replay one draw; tiles loop in Python over the tiles
+        graphable = self.engine.cuda_graph and not self.objective.draws_per_step and self.tiling is None
         if graphable and self.image.device.type == "cuda":
             self._graph_step()
         else:

@@ -79,4 +79,5 @@ def check_outputs(runs: list[ImageRun], snapshots: bool) -> None:
         if snapshots:
             check_writable(run.folder / "snapshots", "snapshots folder")
         if (logs := getattr(run.logger, "log_dir", None)) is not None:
-            check_writable(logs, "log folder")
+            kind = "TensorBoard" if type(run.logger).__name__ == "TensorBoardLogger" else "log"
+            check_writable(logs, f"{kind} folder")

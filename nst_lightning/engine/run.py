@@ -33,8 +33,11 @@ from nst_lightning.engine.module import StyleTransfer
 from nst_lightning.engine.outputs import ImageRun, check_outputs, image_runs
 from nst_lightning.engine.parts import Parts, build_parts
 from nst_lightning.inputs.prepare import Prepared, initial_image, prepare, resized_to
+from nst_lightning.model import tiles
 from nst_lightning.model.losses import ColorStatistics, Temporal, TotalVariation
 from nst_lightning.model.objective import Objective, Weights, targets
+from nst_lightning.model.statistics import check_tileable
+from nst_lightning.model.tiles import TiledNetwork
 from nst_lightning.util import interrupts
 from nst_lightning.util.errors import NSTError
 from nst_lightning.util.files import write_json
@@ -105,8 +108,11 @@ def _extras(images: Sequence[Image], prepared: Prepared, parts: Parts) -> tuple[
     return modules, weights
 
 
-def build_objective(images: Sequence[Image], parts: Parts, prepared: Prepared, stage: Stage) -> Objective:
-    """The objective of the K images of a stage: targets computed once, weights as (K,) tensors."""
+def build_objective(
+    images: Sequence[Image], parts: Parts, prepared: Prepared, stage: Stage, tile: int | None = None
+) -> Objective:
+    """The objective of the K images of a stage: targets computed once (``tile``: through exact tiles, for images
+    too large to run whole), weights as (K,) tensors."""
     network, configs = parts.network, [image.config for image in images]
     alphas, betas = zip(*(loss_weights(c) for c in configs), strict=True)
     w = [style_weights(c, network.channels) for c in configs]
@@ -114,7 +120,13 @@ def build_objective(images: Sequence[Image], parts: Parts, prepared: Prepared, s
     style_layers = list(dict.fromkeys(n for c, b in zip(configs, betas, strict=True) if b > 0 for n in c.style_layers))
     autocast = AUTOCAST.get(precision(configs[0]))
     content_targets, statistics, shapes = targets(
-        network, prepared.content, prepared.styles, content_layers, style_layers, parts.statistic, autocast
+        network if tile is None else TiledNetwork(network, tile),
+        prepared.content,
+        prepared.styles,
+        content_layers,
+        style_layers,
+        parts.statistic,
+        autocast,
     )
     calibration = next((s[0].calibration for s in statistics.values()), 1.0)
     extras, extra_weights = _extras(images, prepared, parts)
@@ -150,22 +162,38 @@ def build_module(
     stage = stage or stages(config)[-1]
     min_side = check_layers(images, parts.network)
     prepared = prepare_stage(config, images, stage.size, min_side)
-    objective = build_objective(images, parts, prepared, stage)
+    tile = config.engine.tile if isinstance(config.engine.tile, int) else None
+    objective = build_objective(images, parts, prepared, stage, tile)
     if start is not None:
         init = resized_to(start, prepared.content)
     else:
         init = torch.cat([start_image(image.config, prepared) for image in images])
     module = StyleTransfer(objective, init, parts.optimizer, stage.steps, config.engine, prepared.chroma)
     module.held.prepared = prepared
+    if tile is not None:
+        module.tiling = objective_tiling(objective, tile, parts.statistic_class, str(config.style_loss))
     return module
+
+
+def objective_tiling(objective: Objective, tile: int, statistic: type, name: str) -> tiles.Tiling:
+    """The exact tiles of a stage's image for its objective (their halo from the network and the terms' context);
+    one line where the statistic cannot run in tiles."""
+    check_tileable(statistic, getattr(statistic, "__name__", name))
+    context: dict[str, int] = {}
+    for term in objective.feature_terms:
+        context[term.layer] = max(context.get(term.layer, 0), term.module.context)
+    grid, halo = tiles.grid_and_halo(objective.network, objective.layers, context)
+    height, width = objective.content.shape[-2:]
+    return tiles.tiling(height, width, tile, grid, halo)
 
 
 def start_image(config: Config, prepared: Prepared) -> torch.Tensor:
     return initial_image(str(config.init.kind), int(config.seed), float(config.init.scale), config.init.path, prepared)
 
 
-def _panel(module: StyleTransfer) -> Any:
-    """The objective-independent measures of each final image against the run's own content and style(s)."""
+def _panel(module: StyleTransfer, tile: int | None) -> Any:
+    """The objective-independent measures of each final image against the run's own content and style(s) (in
+    exact tiles where the run is tiled)."""
     from nst_lightning.results.metrics import measure, metric_network  # torchmetrics: imported only when measuring
 
     prepared = module.held.prepared
@@ -173,6 +201,7 @@ def _panel(module: StyleTransfer) -> Any:
 
     def panel(images: torch.Tensor) -> list[dict[str, float]]:
         network = metric_network(module.device)
+        network = network if tile is None else TiledNetwork(network, tile)
         return [measure(image[None], content, prepared.styles, prepared.blend, network) for image in images]
 
     return panel
@@ -180,7 +209,8 @@ def _panel(module: StyleTransfer) -> Any:
 
 def _callbacks(config: Config, runs: list[ImageRun], folder: Path, module: StyleTransfer) -> list[L.Callback]:
     stop = GracefulStop()
-    report = FinalReport(runs, folder, stop=stop, panel=_panel(module) if config.metrics else None)
+    tile = config.engine.tile if isinstance(config.engine.tile, int) else None
+    report = FinalReport(runs, folder, stop=stop, panel=_panel(module, tile) if config.metrics else None)
     engine = config.engine
     callbacks: list[L.Callback] = [LossCurves(runs), Snapshots(runs, config.snapshot_every), stop]
     callbacks += [PeriodicCheckpoint(folder, engine.checkpoint_every, engine.checkpoint_minutes), report]

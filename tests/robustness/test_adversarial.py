@@ -453,7 +453,7 @@ def test_a_painting_is_kept_in_memory_when_the_cache_cannot_take_it(
     image = builtin.open_builtin("starry_night")
     assert image.size == Image.open(io.BytesIO(data)).size
     assert not (tmp_path / "cache" / "paintings" / "starry_night.jpg").exists()
-    assert builtin._said_unwritable is True and len(requests) == 1
+    assert files._said_unwritable is True and len(requests) == 1
 
 
 @pytest.mark.parametrize("place", ["tensorboard", "snapshots"])
