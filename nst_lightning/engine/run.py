@@ -3,6 +3,8 @@ summarise. ``run`` takes the typed ``Config`` (the plan) and the parts built fro
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import time
 import warnings
@@ -16,6 +18,7 @@ from lightning.fabric.utilities.warnings import PossibleUserWarning
 from omegaconf import OmegaConf
 
 from nst_lightning.config.derive import Image, Stage, blend, loss_weights, record, stages, style_paths, style_weights
+from nst_lightning.config.derive import images as derive_images
 from nst_lightning.config.records import resume
 from nst_lightning.config.schema import Config
 from nst_lightning.config.validate import check_layers, validate_run
@@ -28,7 +31,7 @@ from nst_lightning.engine.callbacks import (
     Snapshots,
 )
 from nst_lightning.engine.checkpoint_io import AtomicCheckpointIO
-from nst_lightning.engine.memory import bf16_tip, check_memory, slow_precision_warning
+from nst_lightning.engine.memory import bf16_tip, plan_memory, slow_precision_warning
 from nst_lightning.engine.module import StyleTransfer
 from nst_lightning.engine.outputs import ImageRun, check_outputs, image_runs
 from nst_lightning.engine.parts import Parts, build_parts
@@ -272,6 +275,22 @@ def _record(config: Config, run_dir: Path, resumed_from: Path | None) -> None:
         OmegaConf.save(OmegaConf.create(record(config)), path)
 
 
+def _fit_memory(config: Config, images: list[Image], parts: Parts) -> tuple[Config, list[Image], Parts]:
+    """The run as the memory plan fits it: engine.tile=auto becomes the tile side chosen (or untiled), and a shorter
+    L-BFGS history where even the smallest tile needs one; said in one line; the record holds what ran."""
+    fit = plan_memory(config, images, parts)
+    if fit.said:
+        log.info(fit.said)
+    engine = dataclasses.replace(config.engine, tile=fit.tile)
+    optimizer = config.optimizer
+    if fit.history_size is not None:
+        optimizer = dataclasses.replace(optimizer, history_size=fit.history_size)
+        keywords = {**parts.optimizer.keywords, "history_size": fit.history_size}  # type: ignore[attr-defined]
+        parts = dataclasses.replace(parts, optimizer=functools.partial(parts.optimizer.func, **keywords))
+    config = dataclasses.replace(config, engine=engine, optimizer=optimizer)
+    return config, derive_images(config), parts
+
+
 def _prepare_run(config: Config, run_dir: Path, checkpoint: Path | None, n_stages: int) -> None:
     for done in ("result.png", "metrics.json"):
         if (run_dir / done).exists():
@@ -303,7 +322,7 @@ def run(
     parts = build_parts(config) if parts is None or resumed_from is not None else parts
     check_layers(images, parts.network)
     plan = stages(config)
-    check_memory(config, images, parts)  # a run that cannot fit is refused now, with the estimate, not killed later
+    config, images, parts = _fit_memory(config, images, parts)  # refused now if it cannot fit, not killed later
     interrupts.check()  # the safe points of start-up (see nst_lightning.util.interrupts)
     if slow := slow_precision_warning(config):
         log.warning(slow)
