@@ -43,7 +43,7 @@ from nst_lightning.model.statistics import check_tileable
 from nst_lightning.model.tiles import TiledNetwork
 from nst_lightning.util import interrupts
 from nst_lightning.util.errors import NSTError
-from nst_lightning.util.files import write_json
+from nst_lightning.util.files import atomic_write, write_json
 
 log = logging.getLogger(__name__)
 AUTOCAST = {"bf16-mixed": torch.bfloat16, "bf16": torch.bfloat16, "16-mixed": torch.float16, "16": torch.float16}
@@ -266,13 +266,12 @@ def _fit(
     return report.metrics
 
 
-def _record(config: Config, run_dir: Path, resumed_from: Path | None) -> None:
-    """The run folder records the settings the run used (Hydra's record is the command line's: for a resumed run,
-    the defaults plus resume=), so that it can be resumed and reported in turn."""
-    path = run_dir / ".hydra" / "config.yaml"
-    if resumed_from is not None or not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(OmegaConf.create(record(config)), path)
+def _record(config: Config, run_dir: Path) -> None:
+    """The run folder records the settings the run used, so that it can be resumed and reported in turn: Hydra's
+    record is the command line's (for a resumed run, the defaults plus resume=; engine.tile=auto where the memory plan
+    chose a tile and a history), so this one replaces it, atomically."""
+    text = OmegaConf.to_yaml(OmegaConf.create(record(config)))
+    atomic_write(run_dir / ".hydra" / "config.yaml", lambda f: f.write(text.encode()))
 
 
 def _fit_memory(config: Config, images: list[Image], parts: Parts) -> tuple[Config, list[Image], Parts]:
@@ -329,7 +328,7 @@ def run(
     run_dir = Path(run_dir)
     _prepare_run(config, run_dir, checkpoint, len(plan))
     run_dir.mkdir(parents=True, exist_ok=True)
-    _record(config, run_dir, resumed_from)
+    _record(config, run_dir)
     configure_device(config)
     L.seed_everything(config.seed, verbose=False)
     start, started, metrics, runs = None, time.perf_counter(), [], []
