@@ -31,7 +31,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image, ImageDraw, ImageFont
+from torchvision.transforms.functional import pil_to_tensor, to_pil_image
+from torchvision.utils import make_grid
 
 from nst_lightning.config.derive import format_value
 from nst_lightning.inputs.images import load_image, open_image, tensor_to_pil
@@ -319,6 +322,22 @@ def _source_image(spec: Any, what: str, tile: int, size: int) -> Image.Image:
         return _placeholder(tile, "not found", size)
 
 
+def _cell_image(run: Run | None, tile: int, font_size: int) -> Image.Image:
+    """A run's result fitted into a tile x tile square (white around it), or a grey tile saying why there is none."""
+    if run is None:
+        return _placeholder(tile, "missing", font_size)
+    if run.failed:
+        return _placeholder(tile, "failed", font_size)
+    try:
+        img = _fit(open_image(str(run.path / "result.png"), "result"), tile)
+    except NSTError as exc:
+        warn(str(exc))
+        return _placeholder(tile, "no image", font_size)
+    square = Image.new("RGB", (tile, tile), WHITE)
+    _paste(square, img, (0, 0, tile, tile))
+    return square
+
+
 def build_grid(layout: Layout, tile: int = 256, sources: bool = True) -> Image.Image:
     """The figure: content and style on top, then one tile per (row, column), labelled.
 
@@ -338,19 +357,10 @@ def build_grid(layout: Layout, tile: int = 256, sources: bool = True) -> Image.I
         _draw_text(draw, g.col_label_box(j), layout.col_label(j), g.font_size, left=False)
     for i, label in enumerate(labels):
         _draw_row_label(draw, g.row_label_box(i), label, g.font_size)
-        for j in range(len(layout.cols)):
-            run = layout.cells.get((i, j))
-            if run is None:
-                img = _placeholder(tile, "missing", g.font_size)
-            elif run.failed:
-                img = _placeholder(tile, "failed", g.font_size)
-            else:
-                try:
-                    img = _fit(open_image(str(run.path / "result.png"), "result"), tile)
-                except NSTError as exc:
-                    warn(str(exc))
-                    img = _placeholder(tile, "no image", g.font_size)
-            _paste(canvas, img, g.cell_box(i, j))
+    cells = [_cell_image(layout.cells.get((i, j)), tile, g.font_size) for i in range(g.n_rows) for j in range(g.n_cols)]
+    block = make_grid(torch.stack([pil_to_tensor(c) for c in cells]), nrow=g.n_cols, padding=g.pad, pad_value=255)
+    corner = (g.label_w, g.row_y(0) - g.pad) if len(cells) > 1 else g.cell_box(0, 0)[:2]  # one tile: no padding
+    canvas.paste(to_pil_image(block), corner)
     x0, y0, _, y1 = g.footer_box
     right = g.width if sources else g.column_x(max(g.n_cols, 1))  # without sources one column is cut narrower
     _draw_text(draw, (x0, y0, right - g.pad, y1), run_caption(layout.runs), g.font_size, left=True)
