@@ -78,9 +78,9 @@ class EngineConfig:
     checkpoint_every: int = 0
     checkpoint_minutes: float = 5.0
     # Exact tiles (nst_lightning/model/tiles.py): the loss and gradient of the whole image from tiles of this many
-    # pixels (a side), the memory bounded by the tile; "auto": the memory plan picks it (or none where the run fits
-    # untiled); null: untiled.
-    tile: Any = None
+    # pixels (a side), the memory bounded by the tile; "auto": untiled where the run fits, else the memory plan picks
+    # the tile (a statistic that cannot tile runs untiled); null: untiled, refused where it does not fit.
+    tile: Any = "auto"
 
 
 @dataclass

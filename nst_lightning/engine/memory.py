@@ -407,15 +407,19 @@ def largest(fits: Any, lo: int, hi: int) -> int:
     return lo
 
 
-def _advice(shape: RunShape, long_side: int, available: int, history_size: int | None) -> list[str]:
-    advice = []
+def _style_advice(shape: RunShape, long_side: int, available: int) -> list[str]:
+    """Where the style images alone are too large: the style side that fits."""
     style_side = shape.style_size or max(1, round(long_side * shape.style_scale))
-    if style_side > 16 and estimate(shape, long_side, 16) <= available:  # the style images alone are too large
-        fit = largest(lambda s: estimate(shape, long_side, s) <= available, 16, style_side)
-        if shape.style_size:
-            advice.append(f"lower style_size (about {fit} px fits)")
-        else:
-            advice.append(f"lower style_scale (about {fit / long_side:.2g} fits)")
+    if style_side <= 16 or estimate(shape, long_side, 16) > available:
+        return []
+    fit = largest(lambda s: estimate(shape, long_side, s) <= available, 16, style_side)
+    if shape.style_size:
+        return [f"lower style_size (about {fit} px fits)"]
+    return [f"lower style_scale (about {fit / long_side:.2g} fits)"]
+
+
+def _advice(shape: RunShape, long_side: int, available: int, history_size: int | None) -> list[str]:
+    advice = _style_advice(shape, long_side, available)
     side = largest(lambda s: estimate(shape, s) <= available, 16, long_side)
     if estimate(shape, side) <= available:
         advice.append(f"lower size (about {side} px fits)")
@@ -542,25 +546,35 @@ def plan_memory(config: Any, images: list[Any], parts: Any) -> Fit:
     untiled = estimate(shape, long_side)
     if available is None:
         return Fit(untiled, None)
-    if tile == "auto" and (fit := _auto(shape, long_side, available, history, untiled)) is not None:
+    tileable = bool(getattr(parts.statistic_class, "tileable", True))  # else untiled whatever engine.tile says
+    if tile == "auto" and tileable and (fit := _auto(shape, long_side, available, history, untiled)) is not None:
         return fit
     if untiled <= available:
         return Fit(untiled, None)
-    _refuse(shape, long_side, untiled, available, history, device, tiles=tile is None)
+    _refuse(
+        shape, long_side, untiled, available, history, device, tiles=tile is None or not tileable, tileable=tileable
+    )
     raise AssertionError("unreachable")
 
 
 def _refuse(
-    shape: RunShape, side: int, needed: int, available: int, history: int | None, device: str, tiles: bool = False
+    shape: RunShape,
+    side: int,
+    needed: int,
+    available: int,
+    history: int | None,
+    device: str,
+    tiles: bool = False,
+    tileable: bool = True,
 ) -> None:
     advice = _advice(shape, side, available, history)
-    if tiles and any(tiled_estimate(shape, side, s) <= available for s in TILE_SIDES if s < side):
+    if tiles and tileable and any(tiled_estimate(shape, side, s) <= available for s in TILE_SIDES if s < side):
         advice.insert(0, "engine.tile=auto (exact tiles: the same result in less memory)")
     elif not tiles:
         fits = largest(
             lambda s: tiled_estimate(shape, s, TILE_SIDES[-1], 1 / max(history or 1, 1)) <= available, 16, side
         )
-        advice = [f"lower size (about {fits} px fits in tiles)"]
+        advice = [*_style_advice(shape, side, available), f"lower size (about {fits} px fits in tiles)"]
     where = "GPU memory" if device == "cuda" else "memory"
     hw = resized_shape(shape.content, side)
     biggest = max(_style_shapes(shape, side), key=lambda s: s[0] * s[1])

@@ -66,7 +66,7 @@ def test_normal_size_passes(make_cfg):
 
 
 def test_too_large_is_refused_with_the_estimate_and_what_fits(make_cfg, monkeypatch):
-    cfg = make_cfg("size=1024", "steps=300")
+    cfg = make_cfg("size=1024", "steps=300", "engine.tile=null")
     w, h = 48, 40  # the synthetic photo's shape; the estimate follows the content's aspect ratio
     fits_1024 = estimate_peak_bytes(round(h * 1024 / w), 1024, steps=300)
     monkeypatch.setattr(memory, "available_bytes", lambda device: fits_1024 // 2)
@@ -83,7 +83,7 @@ def test_too_large_is_refused_with_the_estimate_and_what_fits(make_cfg, monkeypa
 
 
 def test_history_size_is_suggested_when_it_would_fit(make_cfg, monkeypatch):
-    cfg = make_cfg("size=1024", "steps=300")
+    cfg = make_cfg("size=1024", "steps=300", "engine.tile=null")
     small_history = estimate_peak_bytes(round(40 * 1024 / 48), 1024, steps=300, history_size=20)
     monkeypatch.setattr(memory, "available_bytes", lambda device: small_history)
     with pytest.raises(NSTError, match=r"or optimizer.history_size=(19|20)\b"):

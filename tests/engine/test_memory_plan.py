@@ -56,10 +56,30 @@ def test_nothing_fits_is_refused_with_the_size_that_does(make_cfg, monkeypatch):
 
 
 def test_untiled_refusal_offers_tiles(make_cfg, monkeypatch):
-    config = make_cfg("size=2048")
+    config = make_cfg("size=2048", "engine.tile=null")
     shape, _ = _estimates(config)
     with pytest.raises(NSTError, match=r"engine.tile=auto \(exact tiles: the same result in less memory\)"):
         _plan(config, monkeypatch, memory.tiled_estimate(shape, 2048, 512))
+
+
+def test_the_default_tiles_a_run_only_where_it_does_not_fit(make_cfg, monkeypatch):
+    config = make_cfg("size=2048")
+    assert config.engine.tile == "auto"
+    shape, untiled = _estimates(config)
+    assert _plan(config, monkeypatch, untiled).tile is None  # it fits whole: no tiles, no halo to pay
+    fit = _plan(config, monkeypatch, memory.tiled_estimate(shape, 2048, 512))
+    assert fit.tile == 512 and fit.history_size is None
+
+
+def test_a_statistic_that_cannot_tile_is_refused_without_offering_tiles(make_cfg, monkeypatch):
+    from nst_lightning.model import statistics
+
+    monkeypatch.setattr(statistics.Gram, "tileable", False)  # as a researcher's own statistic may declare
+    config = make_cfg("size=2048")
+    shape, _ = _estimates(config)
+    with pytest.raises(NSTError, match=r"size=2048 needs about") as info:
+        _plan(config, monkeypatch, memory.tiled_estimate(shape, 2048, 512))
+    assert "engine.tile" not in str(info.value) and "\n" not in str(info.value)
 
 
 def test_a_run_records_the_tile_and_history_it_chose(make_cfg, monkeypatch, tmp_path, caplog):
