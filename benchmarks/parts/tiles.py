@@ -55,7 +55,10 @@ def _speed(s: Settings, inputs: Inputs) -> dict[str, Any]:
     size, tile, steps = s.tiles_speed_size, s.tiles_speed_tile, s.tiles_speed_steps
     log(f"tiles, speed: {size} px untiled and in {tile} px tiles, {steps} steps, {s.tiles_speed_pairs} rounds")
     rounds = [
-        (_one(inputs, f"whole_{i}", size, steps), _one(inputs, f"tiled_{i}", size, steps, f"engine.tile={tile}"))
+        (
+            _one(inputs, f"whole_{i}", size, steps, "engine.tile=null"),
+            _one(inputs, f"tiled_{i}", size, steps, f"engine.tile={tile}"),
+        )
         for i in range(s.tiles_speed_pairs)
     ]
     ratio = statistics.median(b["seconds_per_step"] / a["seconds_per_step"] for a, b in rounds)
@@ -70,7 +73,7 @@ def _memory(s: Settings, inputs: Inputs) -> dict[str, Any]:
     return {
         "size": size,
         "tile": tile,
-        "untiled": _one(inputs, "memory_whole", size, 2),
+        "untiled": _one(inputs, "memory_whole", size, 2, "engine.tile=null"),
         "tiled": _one(inputs, "memory_tiled", size, 2, f"engine.tile={tile}"),
         "tiled_bf16_history": _one(
             inputs, "memory_tiled_bf16", size, 2, f"engine.tile={tile}", "optimizer.history_dtype=bfloat16"
@@ -80,16 +83,23 @@ def _memory(s: Settings, inputs: Inputs) -> dict[str, Any]:
 
 def _large(s: Settings, inputs: Inputs) -> dict[str, Any]:
     size = s.tiles_large_size
-    log(f"tiles, large: {size} px, 2 steps, engine.tile=auto")
-    return {"size": size, "auto": _one(inputs, "large", size, 2, "engine.tile=auto")}
+    log(f"tiles, large: {size} px, 2 steps, the defaults (engine.tile=auto)")
+    return {"size": size, "auto": _one(inputs, "large", size, 2)}
 
 
 def _history(s: Settings, inputs: Inputs) -> dict[str, Any]:
     out: dict[str, Any] = {"steps": s.tiles_history_steps, "sizes": {}}
     for size in s.tiles_history_sizes:
         log(f"L-BFGS history in float32 and in bfloat16: {size} px, {s.tiles_history_steps} steps")
-        fp32 = _one(inputs, f"history_fp32_{size}", size, s.tiles_history_steps)
-        bf16 = _one(inputs, f"history_bf16_{size}", size, s.tiles_history_steps, "optimizer.history_dtype=bfloat16")
+        fp32 = _one(inputs, f"history_fp32_{size}", size, s.tiles_history_steps, "engine.tile=null")
+        bf16 = _one(
+            inputs,
+            f"history_bf16_{size}",
+            size,
+            s.tiles_history_steps,
+            "engine.tile=null",
+            "optimizer.history_dtype=bfloat16",
+        )
         out["sizes"][str(size)] = {
             "float32": fp32,
             "bfloat16": bf16,
