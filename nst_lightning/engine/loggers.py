@@ -18,7 +18,7 @@ from nst_lightning.util.errors import NSTError
 
 
 def _missing(package: str, extra: str) -> NSTError:
-    return NSTError(f"logger={extra} needs the {package} package: pip install -e '.[{extra}]'")
+    return NSTError(f'logger={extra} needs the {package} package: pip install "nst-lightning[{extra}]"')
 
 
 def mlflow_logger(
