@@ -24,16 +24,21 @@ def _missing(package: str, extra: str) -> NSTError:
 def mlflow_logger(
     save_dir: str, name: str, version: str, experiment_name: str = "nst_lightning", tracking_uri: str | None = None
 ) -> Logger:
-    """An MLflow run per image (named by its swept values), in ``tracking_uri`` (default: ``mlruns/`` beside the
-    image's other logs)."""
+    """An MLflow run per image (named by its swept values), in ``tracking_uri`` (default: ``mlflow.db``, an SQLite
+    store, beside the image's other logs, its artifacts in ``mlartifacts/`` there: MLflow 3 no longer takes a plain
+    folder as a store)."""
     try:
         import mlflow  # noqa: F401
         from lightning.pytorch.loggers import MLFlowLogger
     except ImportError:
         raise _missing("mlflow", "mlflow") from None
-    uri = tracking_uri or (Path(save_dir) / "mlruns").resolve().as_uri()
+    folder = Path(save_dir).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
     return MLFlowLogger(
-        experiment_name=experiment_name, run_name="/".join(filter(None, [name, version])) or None, tracking_uri=uri
+        experiment_name=experiment_name,
+        run_name="/".join(filter(None, [name, version])) or None,
+        tracking_uri=tracking_uri or f"sqlite:///{folder / 'mlflow.db'}",
+        artifact_location=None if tracking_uri else (folder / "mlartifacts").as_uri(),
     )
 
 
@@ -47,8 +52,9 @@ def wandb_logger(
     except ImportError:
         raise _missing("wandb", "wandb") from None
     run = "/".join(filter(None, [name, version])) or None
-    Path(save_dir).mkdir(parents=True, exist_ok=True)
-    return WandbLogger(name=run, save_dir=save_dir, project=project, offline=offline)
+    folder = Path(save_dir, version)  # wandb/ inside the image's logs/, as the other loggers' files
+    folder.mkdir(parents=True, exist_ok=True)
+    return WandbLogger(name=run, save_dir=str(folder), project=project, offline=offline)
 
 
 def log_image(logger: Logger, tag: str, image: Tensor, step: int) -> None:
