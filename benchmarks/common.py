@@ -78,6 +78,15 @@ class Settings:
     setup_size: int = 64  # set-up: a tiny run, as a fresh process, in this process and as a multirun's jobs
     setup_steps: int = 5
     setup_jobs: int = 3
+    tiles_speed_size: int = 1024
+    tiles_speed_tile: int = 512
+    tiles_speed_steps: int = 5
+    tiles_speed_pairs: int = 2
+    tiles_memory_size: int = 2048
+    tiles_memory_tile: int = 512
+    tiles_large_size: int = 4096
+    tiles_history_sizes: tuple[int, ...] = (256, 512)
+    tiles_history_steps: int = 100
     seed: int = 0
 
 
@@ -113,6 +122,15 @@ QUICK = Settings(
     setup_size=32,
     setup_steps=2,
     setup_jobs=2,
+    tiles_speed_size=96,
+    tiles_speed_tile=32,
+    tiles_speed_steps=2,
+    tiles_speed_pairs=1,
+    tiles_memory_size=96,
+    tiles_memory_tile=32,
+    tiles_large_size=128,
+    tiles_history_sizes=(32,),
+    tiles_history_steps=3,
 )
 
 

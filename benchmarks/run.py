@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder is not a
 import adapter
 import report
 from common import DEVICE, FULL, QUICK, Inputs, Settings, input_images, log, machine
-from parts import batched, bf16, gpu, memory, multiscale, overhead, pastiche, seeds, setup, stall, standard
+from parts import batched, bf16, gpu, memory, multiscale, overhead, pastiche, seeds, setup, stall, standard, tiles
 
 HERE = Path(__file__).resolve().parent
 
@@ -67,8 +67,9 @@ PARTS: dict[str, ModuleType] = {
     "multiscale": multiscale,
     "seeds": seeds,
     "setup": setup,
+    "tiles": tiles,
 }
-TABLE = (overhead, standard, seeds, stall, bf16, pastiche, batched, multiscale, setup, memory)  # the rows' order
+TABLE = (overhead, standard, seeds, stall, bf16, pastiche, batched, multiscale, setup, memory, tiles)  # the rows' order
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nst_lightning.model.tiles import grid_and_halo
 from nst_lightning.model.vgg import layer_table
 from nst_lightning.util.errors import NSTError
 
@@ -330,6 +331,10 @@ class RunShape:
     extra_channels: int
     style_size: int | None
     style_scale: float
+    content_layers: list[str]
+    grid: int  # exact tiles: the network's grid and the halo a tile carries (model/tiles.py)
+    halo: int
+    gathered: bool  # the statistic keeps per-position values of the whole image (sliced Wasserstein's projections)
 
 
 def run_shape(config: Any, images: list[Any], parts: Any, device: str) -> RunShape:
@@ -343,6 +348,9 @@ def run_shape(config: Any, images: list[Any], parts: Any, device: str) -> RunSha
     extra = (1 if config.content_mask else 0) + (3 if temporal else 0)
     extra += 3 if str(config.preserve_color) == "luminance" else 0
     layers = list(dict.fromkeys(n for c in configs for n in layers_in_use(c))) or [network.layer_names[0]]
+    statistic = parts.statistic_class
+    context = 0 if isinstance(getattr(statistic, "context", 0), int) and statistic.context == 0 else 2
+    grid, halo = grid_and_halo(network, layers, dict.fromkeys(layers, context))
     return RunShape(
         device=device,
         precision=str(config.trainer.get("precision", "32-true")),
@@ -359,6 +367,10 @@ def run_shape(config: Any, images: list[Any], parts: Any, device: str) -> RunSha
         extra_channels=extra,
         style_size=config.style_size,
         style_scale=float(config.style_scale),
+        content_layers=list(dict.fromkeys(c.content_layer for c in configs if loss_weights(c)[0] > 0)),
+        grid=grid,
+        halo=halo,
+        gathered="projected" in getattr(statistic, "gathered", ()),
     )
 
 
@@ -415,38 +427,155 @@ def _advice(shape: RunShape, long_side: int, available: int, history_size: int |
     return advice or ["free some memory"]
 
 
-def check_memory(config: Any, images: list[Any], parts: Any) -> int | None:
-    """Refuse (NSTError, one line) a run whose estimated peak exceeds the memory available; return the estimate.
+def _maps_bytes(shape: RunShape, height: int, width: int, layers: list[str]) -> int:
+    """float32 bytes of the whole feature maps of ``layers`` at ``height`` x ``width``."""
+    by_name = {name: (c, s) for name, c, s in shape.table}
+    return sum(4 * by_name[n][0] * (height // by_name[n][1]) * (width // by_name[n][1]) for n in layers)
+
+
+def tiled_estimate(shape: RunShape, side: int, tile: int, scale: float = 1.0) -> int:
+    """The estimated peak of the run at long side ``side`` in exact tiles of ``tile`` px: a tile's features and
+    backward pass (its crop: the tile and its halo), and what stays whole: the images, the optimiser's state, the
+    content's targets, the gathered values of the statistic, and, while the targets are made, the whole feature maps
+    of the largest input (model/tiles.py: TiledNetwork)."""
+    h, w = resized_shape(shape.content, side)
+    crop = (min(h, tile + 2 * shape.halo), min(w, tile + 2 * shape.halo))
+    per_tile = memory_parts(
+        *crop,
+        layers=shape.layers,
+        style_layers=shape.style_layers,
+        images=shape.images,
+        precision=shape.precision,
+        device=shape.device,
+        styles=[crop],
+        table=shape.table,
+        weight_bytes=shape.weight_bytes,
+        optimizer_state=(0.0, 0.0),
+        statistic_bytes=shape.statistic_bytes,
+    )
+    step = sum(per_tile[k] for k in ("runtime", "weights", "activations", "gram", "style_loss"))
+    held = memory_parts(
+        h,
+        w,
+        layers=shape.layers,
+        style_layers=[],
+        images=shape.images,
+        table=shape.table,
+        extra_channels=shape.extra_channels,
+        styles=_style_shapes(shape, side),
+        weight_bytes=0,
+    )
+    per_element, fixed = shape.optimizer_state
+    optimizer = int(per_element * scale * 3 * h * w * shape.images + fixed * scale)
+    kept = _maps_bytes(shape, h, w, shape.content_layers) + (
+        3 * _maps_bytes(shape, h, w, shape.style_layers) if shape.gathered else 0
+    )
+    optimisation = step + held["images"] + optimizer + kept
+    largest = max([(h, w), *_style_shapes(shape, side)], key=lambda s: s[0] * s[1])
+    targets = sum(per_tile[k] for k in ("runtime", "weights")) + per_tile["activations"] // 2 + held["images"]
+    targets += _maps_bytes(shape, *largest, shape.layers) + _maps_bytes(shape, h, w, shape.content_layers)
+    return max(optimisation, targets)
+
+
+def _style_shapes(shape: RunShape, side: int) -> list[tuple[int, int]]:
+    style_side = shape.style_size or max(1, round(side * shape.style_scale))
+    return [resized_shape(style, style_side) for style in shape.styles]
+
+
+TILE_SIDES = (2048, 1536, 1024, 768, 512, 384, 256)  # tried largest first: larger tiles waste less in halos
+
+
+@dataclass(frozen=True)
+class Fit:
+    """What the memory plan chose: the estimated peak (None: not checked), the tile side (None: untiled), a shorter
+    L-BFGS history (None: the configured one), and the one line that says so."""
+
+    needed: int | None
+    tile: int | None
+    history_size: int | None = None
+    said: str | None = None
+
+
+def _auto(shape: RunShape, long_side: int, available: int, history: int | None, untiled: int) -> Fit | None:
+    """engine.tile=auto: no tiles if the run fits whole, else the largest tile that fits, else the smallest tile with
+    the longest history that fits; None if nothing fits."""
+    if untiled <= available:
+        return Fit(untiled, None)
+    why = f"untiled, size={long_side} needs about {_gib(untiled)} but {_gib(available)} is available"
+    for side in (s for s in TILE_SIDES if s < long_side and s % shape.grid == 0):
+        if (needed := tiled_estimate(shape, long_side, side)) <= available:
+            return Fit(needed, side, None, f"engine.tile=auto: {side} px tiles ({why})")
+    smallest = TILE_SIDES[-1]
+    if history and tiled_estimate(shape, long_side, smallest, 1 / history) <= available:
+        fit = largest(lambda n: tiled_estimate(shape, long_side, smallest, n / history) <= available, 1, history + 1)
+        needed = tiled_estimate(shape, long_side, smallest, fit / history)
+        said = f"engine.tile=auto: {smallest} px tiles and optimizer.history_size={fit}, the most that fits ({why})"
+        return Fit(needed, smallest, fit, said)
+    return None
+
+
+def plan_memory(config: Any, images: list[Any], parts: Any) -> Fit:
+    """The memory plan of a run: its estimated peak against the memory available; with ``engine.tile=auto`` the
+    tile side (and, if even the smallest tile leaves the L-BFGS history too large, a shorter history) that fits.
+    Refused (NSTError, one line) only when nothing fits, with the sizes that would.
 
     Every image the run decodes and feeds the network counts: the content at the output size, each style image
     at its own size (``style_size``, or ``style_scale`` x the output size) and aspect, a ``content_mask``, an
     ``init.path`` image and a ``temporal_target`` (each file's size read from its header, without decoding); so
-    do the largest stage of ``scales`` and every image of ``batch_sweep``. The message gives the size that fits.
-    ``NST_SKIP_MEMORY_CHECK=1`` skips the check (if the estimate is wrong for a machine).
+    do the largest stage of ``scales`` and every image of ``batch_sweep``. ``NST_SKIP_MEMORY_CHECK=1`` skips it.
     """
     from nst_lightning.config.derive import stage_sizes
 
+    tile = config.engine.tile
     device = device_of(config)
     if device is None or os.environ.get(SKIP_ENV) == "1":
-        return None
+        return Fit(None, tile if isinstance(tile, int) else None)
     shape = run_shape(config, images, parts, device)
     long_side = max(size for size, _ in stage_sizes(config))
-    needed, available = estimate(shape, long_side), available_bytes(device)
-    if available is None or needed <= available:
-        return needed
+    available = available_bytes(device)
     history = getattr(parts.optimizer, "keywords", {}).get("history_size")
-    advice = _advice(shape, long_side, available, history)
+    if isinstance(tile, int):
+        needed = tiled_estimate(shape, long_side, tile)
+        if available is None or needed <= available:
+            return Fit(needed, tile)
+        _refuse(shape, long_side, needed, available, history, device)
+    untiled = estimate(shape, long_side)
+    if available is None:
+        return Fit(untiled, None)
+    if tile == "auto" and (fit := _auto(shape, long_side, available, history, untiled)) is not None:
+        return fit
+    if untiled <= available:
+        return Fit(untiled, None)
+    _refuse(shape, long_side, untiled, available, history, device, tiles=tile is None)
+    raise AssertionError("unreachable")
+
+
+def _refuse(
+    shape: RunShape, side: int, needed: int, available: int, history: int | None, device: str, tiles: bool = False
+) -> None:
+    advice = _advice(shape, side, available, history)
+    if tiles and any(tiled_estimate(shape, side, s) <= available for s in TILE_SIDES if s < side):
+        advice.insert(0, "engine.tile=auto (exact tiles: the same result in less memory)")
+    elif not tiles:
+        fits = largest(
+            lambda s: tiled_estimate(shape, s, TILE_SIDES[-1], 1 / max(history or 1, 1)) <= available, 16, side
+        )
+        advice = [f"lower size (about {fits} px fits in tiles)"]
     where = "GPU memory" if device == "cuda" else "memory"
-    hw = resized_shape(shape.content, long_side)
-    style_side = shape.style_size or max(1, round(long_side * shape.style_scale))
-    biggest = max([resized_shape(style, style_side) for style in shape.styles], key=lambda s: s[0] * s[1])
+    hw = resized_shape(shape.content, side)
+    biggest = max(_style_shapes(shape, side), key=lambda s: s[0] * s[1])
     what = ""
     if biggest[0] * biggest[1] > hw[0] * hw[1]:
         what = f" (the style image at {biggest[1]}x{biggest[0]} px, larger than the {hw[1]}x{hw[0]} output)"
     raise NSTError(
-        f"size={long_side} needs about {_gib(needed)}{what} but {_gib(available)} of {where} is available: "
+        f"size={side} needs about {_gib(needed)}{what} but {_gib(available)} of {where} is available: "
         f"{', or '.join(advice)} ({SKIP_ENV}=1 tries anyway)"
     )
+
+
+def check_memory(config: Any, images: list[Any], parts: Any) -> int | None:
+    """``plan_memory``'s estimate: refuse (NSTError, one line) a run that cannot fit, else return its peak."""
+    return plan_memory(config, images, parts).needed
 
 
 def slow_precision_warning(config: Any) -> str | None:

@@ -3,6 +3,8 @@ summarise. ``run`` takes the typed ``Config`` (the plan) and the parts built fro
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import time
 import warnings
@@ -16,6 +18,7 @@ from lightning.fabric.utilities.warnings import PossibleUserWarning
 from omegaconf import OmegaConf
 
 from nst_lightning.config.derive import Image, Stage, blend, loss_weights, record, stages, style_paths, style_weights
+from nst_lightning.config.derive import images as derive_images
 from nst_lightning.config.records import resume
 from nst_lightning.config.schema import Config
 from nst_lightning.config.validate import check_layers, validate_run
@@ -29,7 +32,7 @@ from nst_lightning.engine.callbacks import (
     Snapshots,
 )
 from nst_lightning.engine.checkpoint_io import AtomicCheckpointIO
-from nst_lightning.engine.memory import bf16_tip, check_memory, slow_precision_warning
+from nst_lightning.engine.memory import bf16_tip, plan_memory, slow_precision_warning
 from nst_lightning.engine.module import StyleTransfer
 from nst_lightning.engine.outputs import ImageRun, check_outputs, image_runs
 from nst_lightning.engine.parts import Parts, build_parts
@@ -41,7 +44,7 @@ from nst_lightning.model.statistics import check_tileable
 from nst_lightning.model.tiles import TiledNetwork
 from nst_lightning.util import interrupts, ranks
 from nst_lightning.util.errors import NSTError
-from nst_lightning.util.files import write_json
+from nst_lightning.util.files import atomic_write, write_json
 
 log = logging.getLogger(__name__)
 AUTOCAST = {"bf16-mixed": torch.bfloat16, "bf16": torch.bfloat16, "16-mixed": torch.float16, "16": torch.float16}
@@ -280,13 +283,28 @@ def _spread(module: StyleTransfer, world: int, rank: int, tile: int | None) -> N
         module.reduce = distributed.Collectives(rank, world)
 
 
-def _record(config: Config, run_dir: Path, resumed_from: Path | None) -> None:
-    """The run folder records the settings the run used (Hydra's record is the command line's: for a resumed run,
-    the defaults plus resume=), so that it can be resumed and reported in turn."""
-    path = run_dir / ".hydra" / "config.yaml"
-    if resumed_from is not None or not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(OmegaConf.create(record(config)), path)
+def _record(config: Config, run_dir: Path) -> None:
+    """The run folder records the settings the run used, so that it can be resumed and reported in turn: Hydra's
+    record is the command line's (for a resumed run, the defaults plus resume=; engine.tile=auto where the memory plan
+    chose a tile and a history), so this one replaces it, atomically."""
+    text = OmegaConf.to_yaml(OmegaConf.create(record(config)))
+    atomic_write(run_dir / ".hydra" / "config.yaml", lambda f: f.write(text.encode()))
+
+
+def _fit_memory(config: Config, images: list[Image], parts: Parts) -> tuple[Config, list[Image], Parts]:
+    """The run as the memory plan fits it: engine.tile=auto becomes the tile side chosen (or untiled), and a shorter
+    L-BFGS history where even the smallest tile needs one; said in one line; the record holds what ran."""
+    fit = plan_memory(config, images, parts)
+    if fit.said:
+        log.info(fit.said)
+    engine = dataclasses.replace(config.engine, tile=fit.tile)
+    optimizer = config.optimizer
+    if fit.history_size is not None:
+        optimizer = dataclasses.replace(optimizer, history_size=fit.history_size)
+        keywords = {**parts.optimizer.keywords, "history_size": fit.history_size}  # type: ignore[attr-defined]
+        parts = dataclasses.replace(parts, optimizer=functools.partial(parts.optimizer.func, **keywords))
+    config = dataclasses.replace(config, engine=engine, optimizer=optimizer)
+    return config, derive_images(config), parts
 
 
 def _prepare_run(config: Config, run_dir: Path, checkpoint: Path | None, n_stages: int) -> None:
@@ -320,7 +338,7 @@ def run(
     parts = build_parts(config) if parts is None or resumed_from is not None else parts
     check_layers(images, parts.network)
     plan = stages(config)
-    check_memory(config, images, parts)  # a run that cannot fit is refused now, with the estimate, not killed later
+    config, images, parts = _fit_memory(config, images, parts)  # refused now if it cannot fit, not killed later
     tile = config.engine.tile if isinstance(config.engine.tile, int) else None
     world = distributed.check_devices(config.trainer, len(images), tile is not None)
     rank = ranks.launched_rank() if world > 1 else 0  # only rank 0 writes in the run folder
@@ -331,7 +349,7 @@ def run(
     _prepare_run(config, run_dir, checkpoint, len(plan))
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        _record(config, run_dir, resumed_from)
+        _record(config, run_dir)
     configure_device(config)
     L.seed_everything(config.seed, verbose=False)
     start, started, metrics, runs = None, time.perf_counter(), [], []

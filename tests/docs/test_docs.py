@@ -10,6 +10,7 @@ Commands that cannot run here are checked another way that can fail: the GPU com
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import os
 import re
@@ -357,23 +358,45 @@ def leaves(node: DictConfig, prefix: str = "") -> dict[str, Any]:
         if str(key).startswith("_") or key == "hydra":
             continue
         child = node._get_node(key)
-        if isinstance(child, DictConfig):
+        if isinstance(child, DictConfig) and len(child) == 0:
+            out[f"{prefix}{key}"] = {}  # a free-form node, empty by default (callbacks, extra_terms): a key itself
+        elif isinstance(child, DictConfig):
             out.update(leaves(child, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = OmegaConf.to_container(child) if isinstance(child, ListConfig) else child._value()
     return out
 
 
+@functools.cache
+def default_choices() -> dict[str, Any]:
+    """The option each group of the defaults list picks; a group outside it (``balanced_network``) is absent."""
+    return OmegaConf.to_container(_compose("config", hydra=True).hydra.runtime.choices)  # type: ignore[return-value]
+
+
+def pick(group: str, option: str) -> str:
+    """The override that picks ``option``: a group outside the defaults list is appended (``+group=option``)."""
+    return f"{group}={option}" if group in default_choices() else f"+{group}={option}"
+
+
 def config_keys() -> dict[str, Any]:
     """The keys of the composed configuration under every option of every group, each with its default: the value
     in the plain configuration, else in the first option that has the key."""
     keys = leaves(_compose("config"))
-    presets = ("recipe", "experiment")  # they set other groups' keys: a key's default is its own group's
+    # they set other groups' keys: a key's default is its own group's
+    presets = ("recipe", "experiment", "balanced_network")
     for group in sorted(config_groups(), key=lambda g: (g in presets, g)):
         for option in group_options(group):
-            for key, value in leaves(_compose("config", [f"{group}={option}"])).items():
+            for key, value in leaves(_compose("config", [pick(group, option)])).items():
                 keys.setdefault(key, value)
     return keys
+
+
+def option_keys(group: str, option: str) -> dict[str, Any]:
+    """The keys of one option's node under ``group.`` with that option's defaults: a ``_target_`` node has its
+    constructor's keywords, so the same key can differ in default from one option to the next, or exist in one
+    only (``style_loss.max_positions``: 1024 for mmd, 65536 for sliced_wasserstein; ``optimizer.eps``: adam's)."""
+    composed = leaves(_compose("config", [pick(group, option)]))
+    return {key: value for key, value in composed.items() if key.startswith(f"{group}.")}
 
 
 def video_keys() -> dict[str, Any]:
@@ -426,16 +449,48 @@ def documented_default(cell: str) -> Any:
     return OverridesParser.create().parse_override(f"key={match.group(1)}").value()
 
 
+OPTION_HEADING = re.compile(r"`([\w/]+)=(\w+)`")
+
+
+def option_sections(sections: dict[str, dict[str, tuple[str, str]]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The sections headed by one group option (``### `style_loss=mmd```), taken out of ``sections``."""
+    found = {}
+    for heading in list(sections):
+        if match := OPTION_HEADING.fullmatch(heading):
+            found[(match.group(1), match.group(2))] = sections.pop(heading)
+    return found
+
+
+def test_every_group_option_with_keys_has_its_own_rows_with_its_defaults():
+    """A group documented option by option: each option's section lists exactly the keys of its node, each with
+    that option's default; an option without keys (``style_loss=gram``) needs no section."""
+    by_option = option_sections(reference_rows())
+    assert by_option, "no section headed by a group option (### `group=option`)"
+    for group in sorted({group for group, _ in by_option}):
+        for option in group_options(group):
+            own = option_keys(group, option)
+            rows = by_option.pop((group, option), {})
+            assert sorted(rows) == sorted(own), f"the section `{group}={option}` must list exactly {sorted(own)}"
+            wrong = [
+                (k, cell, own[k]) for k, (cell, _) in rows.items() if not same_value(documented_default(cell), own[k])
+            ]
+            assert not wrong, f"`{group}={option}`: documented defaults that differ (key, row, actual): {wrong}"
+    assert not by_option, f"sections for options that do not exist: {sorted(by_option)}"
+
+
 def test_every_configuration_key_has_a_row_with_its_default():
     sections = reference_rows()
     video_section = sections.pop("Video keys")
     sections.pop("Groups")  # test_every_group_and_option_is_in_the_reference
+    # the groups documented option by option: test_every_group_option_with_keys_has_its_own_rows_with_its_defaults
+    by_option = tuple(f"{group}." for group, _ in option_sections(sections))
     rows = {key: row for section in sections.values() for key, row in section.items()}
     keys = config_keys()
-    missing = sorted(set(keys) - set(rows))
+    keys_here = {key: value for key, value in keys.items() if not key.startswith(by_option)}
+    missing = sorted(set(keys_here) - set(rows))
     assert not missing, f"keys without a row in {CONFIG_PAGE.relative_to(REPO)}: {missing}"
-    stale = sorted(set(rows) - set(keys))
-    assert not stale, f"rows for keys the configuration does not have: {stale}"
+    stale = sorted(set(rows) - set(keys_here))
+    assert not stale, f"rows for keys the configuration does not have (or has option by option): {stale}"
     wrong = [
         (key, cell, keys[key]) for key, (cell, _) in rows.items() if not same_value(documented_default(cell), keys[key])
     ]
@@ -455,11 +510,12 @@ def test_every_configuration_key_has_a_row_with_its_default():
 
 def test_every_group_and_option_is_in_the_reference():
     groups = reference_rows()["Groups"]
-    choices = _compose("config", hydra=True).hydra.runtime.choices
+    choices = default_choices()
     for group in (*config_groups(), "hydra/launcher"):
         assert group in groups, f"no row for the group {group}"
         cell, row = groups[group]
-        assert same_value(documented_default(cell), choices[group]), (group, cell, choices[group])
+        default = choices.get(group)  # None: a group outside the defaults list, appended with +group=option
+        assert same_value(documented_default(cell), default), (group, cell, default)
         for option in group_options(group):
             assert f"`{option}`" in row, f"{group}={option} is not in its row"
 

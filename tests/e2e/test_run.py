@@ -267,7 +267,7 @@ def test_the_panel_runs_after_the_results_are_saved_and_the_history_is_freed(mak
 
     seen = {}
 
-    def failing_panel(module):
+    def failing_panel(module, tile=None):
         def panel(images):
             seen["state"] = len(module.inner_optimizer.state)
             seen["saved"] = sorted(p.parent.name for p in (tmp_path / "b").rglob("result.png"))

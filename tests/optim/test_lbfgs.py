@@ -416,3 +416,64 @@ def test_rejects_what_it_cannot_do():
     p = torch.nn.Parameter(torch.zeros(1, 2))
     with pytest.raises(RuntimeError, match="backward"):
         LBFGS([p]).step(lambda: p.sum().detach())
+
+
+def test_a_bfloat16_history_takes_half_the_memory_and_follows_the_float32_one():
+    """The history in bfloat16 (2 bytes a number): the same problem reaches nearly the same loss."""
+    torch.manual_seed(0)
+    a = torch.randn(40, 40, dtype=torch.float32)
+    hessian = a @ a.T / 40 + torch.eye(40)
+    target = torch.randn(1, 40)
+
+    def f(x):
+        d = x - target
+        return 0.5 * ((d @ hessian) * d).sum(1)
+
+    results = {}
+    for dtype in ("float32", "bfloat16"):
+        x = torch.zeros(1, 40, requires_grad=True)
+        opt = LBFGS([x], history_size=10, history_dtype=dtype)
+
+        def closure(x=x):
+            x.grad = None
+            loss = f(x)
+            loss.sum().backward()
+            return loss.detach()
+
+        losses = [opt.step(closure) for _ in range(30)]
+        history = opt.state[x]["history"]
+        results[dtype] = (float(losses[-1]), history.dtype, history.element_size())
+    assert results["float32"][1] == torch.float32 and results["bfloat16"][1] == torch.bfloat16
+    assert results["bfloat16"][2] * 2 == results["float32"][2]
+    start = float(f(torch.zeros(1, 40)))
+    assert results["float32"][0] < 1e-6 * start and results["bfloat16"][0] < 1e-3 * start
+
+
+def test_a_bfloat16_history_comes_back_from_a_checkpoint_as_it_was():
+    x = torch.zeros(2, 3, 4, 4, requires_grad=True)
+    opt = LBFGS([x], history_size=3, history_dtype="bfloat16")
+
+    def closure():
+        x.grad = None
+        loss = (x - 0.3).pow(2).flatten(1).sum(1)
+        loss.sum().backward()
+        return loss.detach()
+
+    opt.step(closure)
+    opt.step(closure)
+    again = LBFGS([x], history_size=3, history_dtype="bfloat16")
+    again.load_state_dict(opt.state_dict())
+    assert again.state[x]["history"].dtype == torch.bfloat16
+    assert torch.equal(again.state[x]["history"], opt.state[x]["history"])
+    assert again.state[x]["n_pairs"].dtype == torch.long
+
+
+def test_products_with_a_bfloat16_history_are_taken_in_chunks_exactly(monkeypatch):
+    from nst_lightning.optim import lbfgs
+
+    monkeypatch.setattr(lbfgs, "CHUNK_BYTES", 4 * 2 * 6 * 7)  # 7 pixels a chunk: several chunks, one short
+    hist = torch.randn(2, 6, 50).bfloat16()
+    vectors, coef = torch.randn(2, 3, 50), torch.randn(2, 6)
+    assert torch.allclose(lbfgs._times_history(vectors, hist), vectors @ hist.float().mT, rtol=1e-5, atol=1e-5)
+    expected = (coef[:, None, :] @ hist.float()).squeeze(1)
+    assert torch.allclose(lbfgs._combine_history(coef, hist, torch.float32), expected, rtol=1e-5, atol=1e-5)
