@@ -18,6 +18,7 @@ frames in and a GIF out need neither.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import importlib
 import logging
@@ -234,35 +235,32 @@ def write_video(frames: list[Path], stem: Path, fps: float) -> Path:
 # ---- the clip ----------------------------------------------------------------------------------------------------
 
 
-def _check_video_config(cfg: DictConfig) -> None:
-    if not cfg.input:
+def _check_video_config(video: VideoConfig) -> None:
+    if not video.input:
         raise NSTError("input is not set: give a video file or a folder of frames, e.g. input=clip.mp4")
-    positive_counts(cfg, "first_steps", "steps")
-    if cfg.max_frames is not None and cfg.max_frames <= 0:
-        raise NSTError(f"max_frames={cfg.max_frames} is not valid: a positive number of frames, or null (all)")
-    if cfg.fps is not None and not cfg.fps > 0:
-        raise NSTError(f"fps={cfg.fps} is not valid: a positive frame rate, or null (the input's)")
-    if cfg.resume:
+    positive_counts(video, "first_steps", "steps")
+    if video.max_frames is not None and video.max_frames <= 0:
+        raise NSTError(f"max_frames={video.max_frames} is not valid: a positive number of frames, or null (all)")
+    if video.fps is not None and not video.fps > 0:
+        raise NSTError(f"fps={video.fps} is not valid: a positive frame rate, or null (the input's)")
+    if video.resume:
         raise NSTError(
             "resume is not supported by nst_lightning.apps.video: rerun the clip (or resume one frame's folder)"
         )
-    if any(value is not None for value in cfg.batch_sweep.values()):
+    if any(value is not None for value in dataclasses.asdict(video.batch_sweep).values()):
         raise NSTError("batch_sweep is not supported by nst_lightning.apps.video: sweep with -m instead")
 
 
-def frame_config(cfg: DictConfig, content: Path, start: Path | None) -> Config:
-    """The run of one frame: ``cfg`` without the video keys, on ``content``; from ``start`` (the previous stylised
+def frame_config(video: VideoConfig, content: Path, start: Path | None) -> Config:
+    """The run of one frame: ``video`` without the video keys, on ``content``; from ``start`` (the previous stylised
     frame, warped), with the temporal loss toward it, or, for frame 0 (``start=None``), from ``init``."""
-    keep = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in VIDEO_KEYS])
-    frame = OmegaConf.merge(OmegaConf.structured(Config), keep)
-    frame.content = str(content)
+    frame = Config(**{f.name: copy.deepcopy(getattr(video, f.name)) for f in dataclasses.fields(Config)})
     if start is None:
-        frame.steps = cfg.first_steps
-        frame.temporal_weight, frame.temporal_target = 0.0, None
-    else:
-        frame.init.kind, frame.init.path = "image", str(start)
-        frame.temporal_target = str(start)
-    return OmegaConf.to_object(frame)  # type: ignore[return-value]
+        return dataclasses.replace(
+            frame, content=str(content), steps=video.first_steps, temporal_weight=0.0, temporal_target=None
+        )
+    init = dataclasses.replace(frame.init, kind="image", path=str(start))
+    return dataclasses.replace(frame, content=str(content), init=init, temporal_target=str(start))
 
 
 def _pixels(path: Path) -> np.ndarray:
@@ -277,98 +275,120 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def stylise_video(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Stylise the clip ``cfg.input`` into ``run_dir``; return the clip's metrics (also run_dir/metrics.json)."""
-    from nst_lightning.engine.parts import build_parts
+def _input_frames(video: VideoConfig, run_dir: Path, long_side: int) -> tuple[Path, list[Path], float]:
+    """The clip's source, its frames as image files (a video decoded into run_dir/input) and the output's rate."""
+    source = Path(video.input or "").expanduser()
+    if source.is_dir():
+        inputs, fps = folder_frames(source, video.max_frames), DEFAULT_FPS
+    elif source.is_file():
+        inputs, fps = decode_video(source, run_dir / "input", long_side, video.max_frames)
+    else:
+        raise NSTError(f"input '{video.input}' not found: give a video file or a folder of frames")
+    return source, inputs, float(video.fps or fps)
+
+
+@dataclass
+class Clip:
+    """What the frames stylised so far measure; pictures are RGB uint8 (H, W, 3), differences in [0, 1]."""
+
+    stylised: list[Path] = dataclasses.field(default_factory=list)
+    per_frame: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    temporal: list[float] = dataclasses.field(default_factory=list)  # mean |stylised_k - stylised_k-1|
+    warped: list[float] = dataclasses.field(default_factory=list)  # mean |stylised_k - warp(stylised_k-1)|
+    inputs: list[float] = dataclasses.field(default_factory=list)  # mean |input_k - input_k-1|
+    previous_input: np.ndarray | None = None
+    previous: np.ndarray | None = None
+    stopped_by: str | None = None
+    interrupted: bool = False
+
+    def add(self, result: Path, current_input: np.ndarray, flow: np.ndarray | None, metrics: dict[str, Any]) -> None:
+        current = _pixels(result)
+        if self.previous is not None and self.previous_input is not None:
+            self.temporal.append(_mean_abs(current, self.previous))
+            self.inputs.append(_mean_abs(current_input, self.previous_input))
+            if flow is not None:
+                self.warped.append(_mean_abs(current, warp(self.previous, flow)))
+        self.stylised.append(result)
+        self.previous_input, self.previous = current_input, current
+        self.per_frame.append({key: metrics.get(key) for key in ("loss_total", "loss_temporal", "steps", "seconds")})
+
+
+def _stylise_frames(video: VideoConfig, inputs: list[Path], run_dir: Path, method: str, parts: Any) -> Clip:
+    """Each frame in turn, from the previous stylised frame (warped along the flow where there is one)."""
     from nst_lightning.engine.run import run
+
+    clip, long_side = Clip(), stage_sizes(video)[-1][0]
+    for k, content in enumerate(inputs):
+        folder = run_dir / "frames" / f"frame_{k:05d}"
+        current_input = _small_frame(content, long_side)
+        flow, start = None, clip.stylised[-1] if clip.stylised else None
+        if clip.previous is not None and clip.previous_input is not None and method == "farneback":
+            flow = backward_flow(current_input, clip.previous_input)
+            warped = warp(clip.previous, flow)
+            start = folder / "warped_previous.png"
+            atomic_write(start, lambda f, warped=warped: Image.fromarray(warped).save(f, format="PNG"))
+        metrics = run(frame_config(video, content, start), folder, parts=parts)
+        if metrics.get("interrupted"):
+            clip.interrupted, clip.stopped_by = True, metrics.get("stopped_by")
+            break
+        result = run_dir / "stylised" / f"{k:05d}.png"
+        data = (folder / "result.png").read_bytes()
+        atomic_write(result, lambda f, data=data: f.write(data))
+        clip.add(result, current_input, flow, metrics)
+        log.info("frame %d/%d: loss %.4g, %.1f s", k + 1, len(inputs), metrics["loss_total"], metrics["seconds"])
+    return clip
+
+
+def _summary(video: VideoConfig, source: Path, inputs: list[Path], fps: float, method: str, clip: Clip) -> dict:
+    return {
+        "input": str(source),
+        "frames": len(clip.stylised),
+        "frames_in_input": len(inputs),
+        "fps": fps,
+        "flow": method,
+        "temporal_weight": video.temporal_weight,
+        "first_steps": video.first_steps,
+        "steps": video.steps,
+        "size": list(clip.previous.shape[:2]) if clip.previous is not None else None,
+        "loss_total": [m["loss_total"] for m in clip.per_frame],
+        "loss_temporal": [m["loss_temporal"] for m in clip.per_frame],
+        "per_frame": clip.per_frame,
+        "temporal_difference": clip.temporal,  # mean |stylised_k - stylised_k-1|, pixels in [0, 1]
+        "temporal_difference_mean": _mean(clip.temporal),
+        "input_difference_mean": _mean(clip.inputs),  # the same for the input frames, for comparison
+        "warped_difference": clip.warped,  # mean |stylised_k - warp(stylised_k-1)|: flicker beyond the motion
+        "warped_difference_mean": _mean(clip.warped),
+        "interrupted": clip.interrupted,
+        "stopped_by": clip.stopped_by,
+    }
+
+
+def stylise_video(video: VideoConfig, run_dir: str | Path) -> dict[str, Any]:
+    """Stylise the clip ``video.input`` into ``run_dir``; return the clip's metrics (also run_dir/metrics.json)."""
+    from nst_lightning.engine.parts import build_parts
     from nst_lightning.util.files import write_json
 
-    _check_video_config(cfg)
-    source = Path(cfg.input).expanduser()
-    method = flow_method(cfg.flow)
-    first = frame_config(cfg, source, None)
+    _check_video_config(video)
+    method = flow_method(video.flow)
+    first = frame_config(video, Path(video.input or ""), None)
     images = validate_run(first)  # the run's own checks, before any decoding
     parts = build_parts(first)  # once for every frame
     check_layers(images, parts.network)
     run_dir = Path(run_dir)
     if (run_dir / "metrics.json").exists():
         raise NSTError(f"{run_dir} already holds a metrics.json: pick another hydra.run.dir, nothing was overwritten")
-    long_side = stage_sizes(cfg)[-1][0]
-    if source.is_dir():
-        inputs, fps = folder_frames(source, cfg.max_frames), DEFAULT_FPS
-    elif source.is_file():
-        inputs, fps = decode_video(source, run_dir / "input", long_side, cfg.max_frames)
-    else:
-        raise NSTError(f"input '{cfg.input}' not found: give a video file or a folder of frames")
-    fps = float(cfg.fps or fps)
+    source, inputs, fps = _input_frames(video, run_dir, stage_sizes(video)[-1][0])
     log.info("%d frames from %s, flow: %s", len(inputs), source, method)
-
     started = time.perf_counter()
-    stylised: list[Path] = []
-    per_frame: list[dict[str, Any]] = []
-    temporal: list[float] = []  # mean |stylised_k - stylised_k-1|
-    warped_difference: list[float] = []  # mean |stylised_k - warp(stylised_k-1)|
-    input_difference: list[float] = []  # mean |input_k - input_k-1|
-    previous_input: np.ndarray | None = None  # the last frame's input and stylised pictures, (H, W, 3) uint8
-    previous: np.ndarray | None = None
-    interrupted, stopped_by = False, None
-    for k, content in enumerate(inputs):
-        folder = run_dir / "frames" / f"frame_{k:05d}"
-        current_input = _small_frame(content, long_side)
-        flow, start = None, stylised[-1] if stylised else None
-        if previous is not None and method == "farneback":
-            flow = backward_flow(current_input, previous_input)
-            warped = warp(previous, flow)
-            start = folder / "warped_previous.png"
-            atomic_write(start, lambda f, warped=warped: Image.fromarray(warped).save(f, format="PNG"))
-        one = frame_config(cfg, content, start)
-        metrics = run(one, folder, parts=parts)
-        if metrics.get("interrupted"):
-            interrupted, stopped_by = True, metrics.get("stopped_by")
-            break
-        result = run_dir / "stylised" / f"{k:05d}.png"
-        data = (folder / "result.png").read_bytes()
-        atomic_write(result, lambda f, data=data: f.write(data))
-        current = _pixels(result)
-        if previous is not None:
-            temporal.append(_mean_abs(current, previous))
-            input_difference.append(_mean_abs(current_input, previous_input))
-            if flow is not None:
-                warped_difference.append(_mean_abs(current, warp(previous, flow)))
-        stylised.append(result)
-        previous_input, previous = current_input, current
-        per_frame.append({key: metrics.get(key) for key in ("loss_total", "loss_temporal", "steps", "seconds")})
-        log.info("frame %d/%d: loss %.4g, %.1f s", k + 1, len(inputs), metrics["loss_total"], metrics["seconds"])
-
-    video = write_video(stylised, run_dir / "stylised", fps) if stylised else None
+    clip = _stylise_frames(video, inputs, run_dir, method, parts)
+    written = write_video(clip.stylised, run_dir / "stylised", fps) if clip.stylised else None
     seconds = time.perf_counter() - started
-    summary = {
-        "input": str(source),
-        "frames": len(stylised),
-        "frames_in_input": len(inputs),
-        "fps": fps,
-        "flow": method,
-        "temporal_weight": cfg.temporal_weight,
-        "first_steps": cfg.first_steps,
-        "steps": cfg.steps,
-        "size": list(previous.shape[:2]) if previous is not None else None,
-        "seconds": seconds,
-        "seconds_per_frame": seconds / max(len(stylised), 1),
-        "loss_total": [m["loss_total"] for m in per_frame],
-        "loss_temporal": [m["loss_temporal"] for m in per_frame],
-        "per_frame": per_frame,
-        "temporal_difference": temporal,  # mean |stylised_k - stylised_k-1|, pixels in [0, 1]
-        "temporal_difference_mean": _mean(temporal),
-        "input_difference_mean": _mean(input_difference),  # the same for the input frames, for comparison
-        "warped_difference": warped_difference,  # mean |stylised_k - warp(stylised_k-1)|: flicker beyond the motion
-        "warped_difference_mean": _mean(warped_difference),
-        "video": video.name if video else None,
-        "interrupted": interrupted,
-        "stopped_by": stopped_by,
-    }
+    summary = _summary(video, source, inputs, fps, method, clip)
+    summary.update(seconds=seconds, seconds_per_frame=seconds / max(len(clip.stylised), 1))
+    summary["video"] = written.name if written else None
     write_json(summary, run_dir / "metrics.json")
-    if video:
-        log.info("video: %s (%d frames, %.4g fps)", video, len(stylised), fps)
+    if written:
+        log.info("video: %s (%d frames, %.4g fps)", written, len(clip.stylised), fps)
     return summary
 
 
@@ -383,7 +403,7 @@ def _small_frame(path: Path, long_side: int) -> np.ndarray:
 def _app(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        summary = stylise_video(cfg, run_dir)
+        summary = stylise_video(OmegaConf.to_object(cfg), run_dir)  # type: ignore[arg-type]
     except KeyboardInterrupt as exc:  # a signal before a frame's first step (recorded: nst_lightning.util.interrupts)
         if full_error():
             raise

@@ -8,18 +8,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import hashlib
 import http.client
 import io
 import logging
 import os
+import socket
+import tempfile
 import urllib.error
 import urllib.parse
-import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
+import torch.hub
 from PIL import Image
 
 from nst_lightning.inputs import painter
@@ -69,8 +71,6 @@ PAINTINGS: dict[str, tuple[str, str]] = {
 }
 
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
-_MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024  # the real files are well under 2 MB: stop a runaway response early
-_CHUNK = 1 << 16
 
 
 def builtin_names() -> list[str]:
@@ -85,15 +85,7 @@ def open_builtin(name: str, cache_dir: Path | None = None) -> Image.Image:
     if name == BUILTIN_STYLE:
         return _default_brushstrokes().copy()  # a copy: callers may edit it in place, the cache must stay intact
     if name in PAINTINGS:
-        try:
-            path = fetch_painting(name, cache_dir)
-        except WriteError as exc:  # the cache is full or read-only: the painting is small, keep it in memory
-            cache_unwritable(exc)
-            data = io.BytesIO()
-            default_url, expected = PAINTINGS[name]
-            _download_verified(name, _painting_url(default_url, os.environ.get(PAINTINGS_URL_ENV)), data, expected, 30)
-            data.seek(0)
-            path = data  # type: ignore[assignment]
+        path = fetch_painting(name, cache_dir, in_memory=True)
         with Image.open(path) as img:
             return img.convert("RGB")
     raise NSTError(f"unknown built-in image '{name}': choose one of {', '.join(builtin_names())}")
@@ -140,40 +132,76 @@ def _default_brushstrokes() -> Image.Image:
 _default_cache_dir = cache_dir  # fetch_painting's ``cache_dir`` argument shadows the function
 
 
-def fetch_painting(name: str, cache_dir: Path | None = None, base_url: str | None = None, timeout: float = 30) -> Path:
+def fetch_painting(
+    name: str,
+    cache_dir: Path | None = None,
+    base_url: str | None = None,
+    timeout: float = 30,
+    in_memory: bool = False,
+) -> Path | io.BytesIO:
     """Return the local path of a named painting, downloading and verifying it on first use.
 
     ``cache_dir`` is the cache root (default ``cache_dir()``); the file lands in ``<root>/paintings/<name>.jpg``.
     ``base_url`` (or ``$NST_LIGHTNING_PAINTINGS_URL``) replaces the folder the files are downloaded from.
+    ``in_memory``: where the cache cannot take the file (full, read-only), say so once and return its bytes.
     """
     if name not in PAINTINGS:
         raise NSTError(f"unknown painting '{name}': choose one of {', '.join(PAINTINGS)}")
     default_url, expected = PAINTINGS[name]
-    folder = Path(cache_dir if cache_dir is not None else _default_cache_dir()) / "paintings"
-    target = folder / f"{name}.jpg"
+    target = Path(cache_dir if cache_dir is not None else _default_cache_dir()) / "paintings" / f"{name}.jpg"
     if target.is_file():
         if file_sha256(target) == expected:
             return target
         log.warning("cached %s does not match its pinned sha256: downloading it again", target)
-
     url = _painting_url(default_url, base_url if base_url is not None else os.environ.get(PAINTINGS_URL_ENV))
-
-    def download_verified(out: BinaryIO) -> None:
-        _download_verified(name, url, out, expected, timeout)
-
-    with interrupts.raising():  # a Ctrl-C abandons the download at once (its temp file is removed)
-        atomic_write(target, download_verified)  # other readers see no file or the whole verified file
+    with interrupts.raising(), _socket_timeout(timeout):  # a Ctrl-C abandons the download at once
+        data = _download(name, url, expected)
+    try:
+        atomic_write(target, lambda f: f.write(data))  # other readers see no file or the whole verified file
+    except WriteError as exc:
+        if not in_memory:
+            raise
+        cache_unwritable(exc)  # the painting is small: keep it in memory
+        return io.BytesIO(data)
     log.info("downloaded %s to %s", url, target)
     return target
 
 
-def _download_verified(name: str, url: str, out: BinaryIO, expected: str, timeout: float) -> None:
-    got = _download(name, url, out, timeout)
-    if got != expected:  # raising here makes atomic_write drop the temp file: nothing unverified lands
+@contextlib.contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    """torch.hub's download takes no timeout: a silent server would hang it without one."""
+    before = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(before)
+
+
+def _download(name: str, url: str, expected: str) -> bytes:
+    """torch.hub's download, checked against the pinned sha256 (a file that fails it is never kept)."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="nst-download-") as folder:
+            path = Path(folder) / f"{name}.jpg"
+            torch.hub.download_url_to_file(url, str(path), hash_prefix=expected, progress=False)
+            return path.read_bytes()
+    except urllib.error.HTTPError as exc:  # the server answered: not offline, but the file is not there
+        raise NSTError(
+            f"could not download '{name}' from {url} (HTTP {exc.code} {exc.reason}); "
+            f"pass a local file instead, e.g. style=/path/to/{name}.jpg"
+        ) from None
+    except RuntimeError as exc:  # download_url_to_file's hash check
+        got = str(exc).rsplit('got "', 1)[-1].rstrip('")')
         raise NSTError(
             f"download of '{name}' from {url} has sha256 {got}, expected {expected}: "
             "the file changed or was corrupted; pass a local file instead"
-        )
+        ) from None
+    except (OSError, http.client.HTTPException) as exc:
+        reason = " ".join(str(getattr(exc, "reason", exc)).split())  # one line
+        raise NSTError(
+            f"could not download '{name}' from {url} ({reason}); you seem to be offline: "
+            f"pass a local file instead, e.g. style=/path/to/{name}.jpg"
+        ) from None
 
 
 def _painting_url(default_url: str, base_url: str | None) -> str:
@@ -189,46 +217,6 @@ def _painting_url(default_url: str, base_url: str | None) -> str:
         )
     filename = default_url.rsplit("/", 1)[1]
     return f"{base_url.rstrip('/')}/{filename}"
-
-
-def _offline_error(name: str, url: str, reason: object) -> NSTError:
-    reason = " ".join(str(reason).split())  # keep the message on one line
-    return NSTError(
-        f"could not download '{name}' from {url} ({reason}); you seem to be offline: "
-        f"pass a local file instead, e.g. style=/path/to/{name}.jpg"
-    )
-
-
-def _download(name: str, url: str, out: BinaryIO, timeout: float) -> str:
-    """Stream ``url`` into the open binary file ``out``; return the sha256 of what was written."""
-    digest = hashlib.sha256()
-    try:
-        response = urllib.request.urlopen(url, timeout=timeout)  # the scheme was checked by _painting_url
-    except urllib.error.HTTPError as exc:  # the server answered: not offline, but the file is not there
-        raise NSTError(
-            f"could not download '{name}' from {url} (HTTP {exc.code} {exc.reason}); "
-            f"pass a local file instead, e.g. style=/path/to/{name}.jpg"
-        ) from None
-    except (OSError, http.client.HTTPException) as exc:
-        raise _offline_error(name, url, getattr(exc, "reason", exc)) from None
-    total = 0
-    with response:
-        while True:
-            try:
-                chunk = response.read(_CHUNK)
-            except (OSError, http.client.HTTPException) as exc:  # connection dropped mid-transfer
-                raise _offline_error(name, url, exc) from None
-            if not chunk:
-                break
-            total += len(chunk)
-            if total > _MAX_DOWNLOAD_BYTES:
-                raise NSTError(
-                    f"download of '{name}' from {url} exceeds {_MAX_DOWNLOAD_BYTES // 2**20} MiB: "
-                    "not the expected painting; pass a local file instead"
-                )
-            digest.update(chunk)
-            out.write(chunk)
-    return digest.hexdigest()
 
 
 if __name__ == "__main__":  # quick look: python -m nst_lightning.inputs.builtin /tmp/brushstrokes.png

@@ -175,9 +175,10 @@ def mine(tiling_: Tiling, reduce: Reduce | None) -> tuple[Tile, ...]:
 def first_pass(objective: Any, image: Tensor, tiling_: Tiling, reduce: Reduce | None = None) -> tuple[list, list]:
     """The whole image's summaries (every process's, after the exchange), and this process's tiles' parts."""
     parts = []
-    for tile in mine(tiling_, reduce):
-        own, regions = _own_features(objective, image, tile, tiling_)
-        parts.append(_summaries(objective, own, regions))
+    with torch.no_grad():  # pass 2 recomputes each tile with autograd: no tile's graph may outlive its pass
+        for tile in mine(tiling_, reduce):
+            own, regions = _own_features(objective, image, tile, tiling_)
+            parts.append(_summaries(objective, own, regions))
     return _exchange(_combine(parts, objective), objective, reduce), parts
 
 

@@ -51,8 +51,9 @@ from nst_lightning.model.statistics import (
     StyleStatistic,
     blend_statistics,
 )
+from nst_lightning.results.runs import find_runs
 from nst_lightning.util.errors import NSTError
-from nst_lightning.util.files import WriteError, natural_key, shown
+from nst_lightning.util.files import WriteError, shown
 
 STYLE_EVAL_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 CONTENT_LAYER = "conv4_2"
@@ -242,21 +243,6 @@ def log_metrics_to_tensorboard(writer: Any, metrics: dict[str, float], step: int
 # ------------------------------------------------------------------------------------------------------------- CLI
 
 
-def find_run_folders(directory: str | Path) -> list[Path]:
-    """Every folder at or below ``directory`` holding result.png and .hydra/config.yaml, in job order."""
-    root = Path(directory)
-    if not root.is_dir():
-        what = "is not a directory" if root.exists() else "does not exist"
-        raise NSTError(f"no runs found in {root}: it {what} (give a run's or a sweep's folder)")
-    folders = [p.parent for p in root.rglob("result.png") if (p.parent / ".hydra" / "config.yaml").is_file()]
-    if (root / "result.png").is_file() and (root / ".hydra" / "config.yaml").is_file():
-        folders.append(root)
-    folders = sorted(set(folders), key=natural_key)
-    if not folders:
-        raise NSTError(f"no runs found in {root} (a run folder holds result.png and .hydra/config.yaml)")
-    return folders
-
-
 def _style_specs(config: Any) -> list[str]:
     style = config.get("style")
     if style is None:
@@ -336,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="where the measuring network runs (default: cpu)")
     args = parser.parse_args(argv)
     try:
-        folders = find_run_folders(args.directory)
+        folders = [run.path for run in find_runs(args.directory, finished=True)]
         network = metric_network(args.device)
     except NSTError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import math
 import re
 import sys
@@ -32,13 +31,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+import torch
 from PIL import Image, ImageDraw, ImageFont
+from torchvision.transforms.functional import pil_to_tensor, to_pil_image
+from torchvision.utils import make_grid
 
-from nst_lightning.config.derive import flatten_config, format_value
+from nst_lightning.config.derive import format_value
 from nst_lightning.inputs.images import load_image, open_image, tensor_to_pil
+from nst_lightning.results.runs import Run, find_runs, is_number, same_value, swept_keys, warn
 from nst_lightning.util.errors import NSTError
-from nst_lightning.util.files import WriteError, atomic_write, natural_key, shown
+from nst_lightning.util.files import WriteError, atomic_write, shown
 
 LOSSES = ("loss_total", "loss_content", "loss_style")
 WHITE, BLACK, GREY = (255, 255, 255), (0, 0, 0), (200, 200, 200)
@@ -46,106 +48,7 @@ MIN_TILE = 16
 ROW_LABEL_WRAP = 1.25  # row labels wrap after commas at this many tile widths
 
 
-def warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
-
-
 # ---------------------------------------------------------------------------------------------- runs
-
-
-@dataclass
-class Run:
-    """One finished run of a sweep."""
-
-    path: Path
-    config: dict[str, Any]  # flattened: dotted keys, lists as text
-    overrides: list[str]
-    metrics: dict[str, Any]
-    name: str = ""  # the folder relative to the sweep's, e.g. "3"
-    failed: str | None = None  # the error of a failed job (its ``failed`` file), else None
-
-
-FAILED_MARKER = "failed"
-
-
-def is_failed_job(folder: Path) -> bool:
-    """A job that failed: a ``failed`` file (the error) and no result.png."""
-    return (folder / FAILED_MARKER).is_file() and not (folder / "result.png").exists()
-
-
-def load_run(folder: Path, name: str = "") -> Run:
-    failed = None
-    if is_failed_job(folder):
-        failed = (folder / FAILED_MARKER).read_text(errors="replace").strip() or "failed"
-        metrics_file = folder / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    else:
-        metrics = json.loads((folder / "metrics.json").read_text())
-    raw = OmegaConf.load(folder / ".hydra" / "config.yaml")
-    try:
-        config = OmegaConf.to_container(raw, resolve=True)
-    except Exception:  # an interpolation that only Hydra could resolve (${now:...}): keep it as text
-        config = OmegaConf.to_container(raw, resolve=False)
-    overrides_file = folder / ".hydra" / "overrides.yaml"
-    overrides = OmegaConf.to_container(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
-    return Run(folder, flatten_config(config), [str(o) for o in overrides], metrics, name or folder.name, failed)
-
-
-def find_runs(directory: str | Path) -> list[Run]:
-    """Every run folder under ``directory`` (recursively), in job order."""
-    root = Path(directory)
-    example = "python -m nst_lightning -m ratio=1e-2,1e-3"
-    if not root.is_dir():
-        what = "is not a directory" if root.exists() else "does not exist"
-        raise NSTError(f"no runs found in {root}: it {what} (give a sweep's folder, e.g. outputs/multirun/<date_time>)")
-    runs = []
-    found = {f.parent for f in root.rglob("metrics.json")}
-    found |= {f.parent for f in root.rglob(FAILED_MARKER) if f.is_file() and is_failed_job(f.parent)}
-    for folder in sorted(found, key=natural_key):
-        if not (folder / ".hydra" / "config.yaml").is_file():
-            if is_failed_job(folder):
-                warn(f"{folder} failed before Hydra wrote its .hydra/config.yaml: it cannot be placed in the grid")
-            continue
-        try:
-            run = load_run(folder, folder.relative_to(root).as_posix())
-        except Exception as exc:  # one broken or half-written run should not hide the others
-            warn(f"skipping {folder}: cannot read its metrics.json or .hydra/*.yaml ({exc})")
-            continue
-        if "batch" not in run.metrics or run.failed:  # a batched sweep's summary: its images are the runs
-            runs.append(run)
-    # The images of a batched sweep in the order of its lists (their folder names do not sort that way).
-    runs.sort(key=lambda run: (natural_key(run.path.parent), run.metrics.get("batch_index", 0)))
-    if not runs:
-        raise NSTError(
-            f"no runs found in {root} (a run folder holds metrics.json and .hydra/config.yaml): "
-            f"run a sweep first, e.g. {example}"
-        )
-    return runs
-
-
-def _same(a: Any, b: Any) -> bool:
-    return (type(a) is type(b) or (_is_number(a) and _is_number(b))) and a == b
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def swept_keys(runs: list[Run]) -> list[str]:
-    """The config keys whose values differ between runs, in the order the overrides name them."""
-    keys = list(dict.fromkeys(k for run in runs for k in run.config))
-    differing = [k for k in keys if any(not _same(r.config.get(k), runs[0].config.get(k)) for r in runs)]
-    named: dict[str, int] = {}
-    for run in runs:
-        for item in run.overrides:
-            named.setdefault(item.split("=", 1)[0].lstrip("+~"), len(named))
-
-    def position(key: str) -> int:
-        # A group override (network=vgg19_random) names every key below it (network.source).
-        hits = [i for name, i in named.items() if key == name or key.startswith(name + ".")]
-        return min(hits, default=len(named))
-
-    return sorted(differing, key=position)  # stable: ties keep the config's order
 
 
 def ordered_values(runs: list[Run], key: str) -> list[Any]:
@@ -153,9 +56,9 @@ def ordered_values(runs: list[Run], key: str) -> list[Any]:
     seen: list[Any] = []
     for run in runs:
         value = run.config.get(key)
-        if not any(_same(value, s) for s in seen):
+        if not any(same_value(value, s) for s in seen):
             seen.append(value)
-    return sorted(seen) if all(_is_number(v) for v in seen) else seen
+    return sorted(seen) if all(is_number(v) for v in seen) else seen
 
 
 # -------------------------------------------------------------------------------------------- layout
@@ -203,7 +106,7 @@ def _follows(runs: list[Run], key: str, leader: str) -> bool:
     seen: list[tuple[Any, Any]] = []
     for run in runs:
         a, b = run.config.get(leader), run.config.get(key)
-        if any(_same(a, x) and not _same(b, y) for x, y in seen):
+        if any(same_value(a, x) and not same_value(b, y) for x, y in seen):
             return False
         seen.append((a, b))
     return True
@@ -234,7 +137,7 @@ def plan_layout(runs: list[Run], rows: str | None = None, cols: str | None = Non
     rank = {k: ordered_values(runs, k) for k in row_keys + col_keys}
 
     def sort_key(keys: list[str], values: tuple[Any, ...]) -> list[int]:
-        return [next(i for i, v in enumerate(rank[k]) if _same(v, x)) for k, x in zip(keys, values, strict=True)]
+        return [next(i for i, v in enumerate(rank[k]) if same_value(v, x)) for k, x in zip(keys, values, strict=True)]
 
     def values(run: Run, keys: list[str]) -> tuple[Any, ...]:
         return tuple(run.config.get(k) for k in keys)
@@ -419,6 +322,22 @@ def _source_image(spec: Any, what: str, tile: int, size: int) -> Image.Image:
         return _placeholder(tile, "not found", size)
 
 
+def _cell_image(run: Run | None, tile: int, font_size: int) -> Image.Image:
+    """A run's result fitted into a tile x tile square (white around it), or a grey tile saying why there is none."""
+    if run is None:
+        return _placeholder(tile, "missing", font_size)
+    if run.failed:
+        return _placeholder(tile, "failed", font_size)
+    try:
+        img = _fit(open_image(str(run.path / "result.png"), "result"), tile)
+    except NSTError as exc:
+        warn(str(exc))
+        return _placeholder(tile, "no image", font_size)
+    square = Image.new("RGB", (tile, tile), WHITE)
+    _paste(square, img, (0, 0, tile, tile))
+    return square
+
+
 def build_grid(layout: Layout, tile: int = 256, sources: bool = True) -> Image.Image:
     """The figure: content and style on top, then one tile per (row, column), labelled.
 
@@ -431,26 +350,17 @@ def build_grid(layout: Layout, tile: int = 256, sources: bool = True) -> Image.I
     draw = ImageDraw.Draw(canvas)
     first = layout.runs[0].config
     for j, key in enumerate(("content", "style") if sources else ()):
-        varies = any(not _same(r.config.get(key), first.get(key)) for r in layout.runs)
+        varies = any(not same_value(r.config.get(key), first.get(key)) for r in layout.runs)
         _draw_text(draw, g.caption_box(j), f"{key} (first run)" if varies else key, g.font_size, left=False)
         _paste(canvas, _source_image(first.get(key), f"{key} image", tile, g.font_size), g.source_box(j))
     for j in range(len(layout.cols)):
         _draw_text(draw, g.col_label_box(j), layout.col_label(j), g.font_size, left=False)
     for i, label in enumerate(labels):
         _draw_row_label(draw, g.row_label_box(i), label, g.font_size)
-        for j in range(len(layout.cols)):
-            run = layout.cells.get((i, j))
-            if run is None:
-                img = _placeholder(tile, "missing", g.font_size)
-            elif run.failed:
-                img = _placeholder(tile, "failed", g.font_size)
-            else:
-                try:
-                    img = _fit(open_image(str(run.path / "result.png"), "result"), tile)
-                except NSTError as exc:
-                    warn(str(exc))
-                    img = _placeholder(tile, "no image", g.font_size)
-            _paste(canvas, img, g.cell_box(i, j))
+    cells = [_cell_image(layout.cells.get((i, j)), tile, g.font_size) for i in range(g.n_rows) for j in range(g.n_cols)]
+    block = make_grid(torch.stack([pil_to_tensor(c) for c in cells]), nrow=g.n_cols, padding=g.pad, pad_value=255)
+    corner = (g.label_w, g.row_y(0) - g.pad) if len(cells) > 1 else g.cell_box(0, 0)[:2]  # one tile: no padding
+    canvas.paste(to_pil_image(block), corner)
     x0, y0, _, y1 = g.footer_box
     right = g.width if sources else g.column_x(max(g.n_cols, 1))  # without sources one column is cut narrower
     _draw_text(draw, (x0, y0, right - g.pad, y1), run_caption(layout.runs), g.font_size, left=True)
@@ -491,7 +401,7 @@ def plot_losses(layout: Layout, path: str | Path) -> Path:
 
     x_key = layout.row_keys[0] if layout.row_keys else None
     x_values = list(dict.fromkeys(row[0] for row in layout.rows)) if x_key else [None]  # rows are sorted by x
-    numeric = x_key is not None and all(_is_number(v) for v in x_values)
+    numeric = x_key is not None and all(is_number(v) for v in x_values)
     positions = [float(v) for v in x_values] if numeric else list(range(len(x_values)))
 
     # One series per column value and folded-key values; points (x position, run) sorted along x.

@@ -249,7 +249,7 @@ def test_config_composes_the_main_config_and_restores_its_schema():
     with initialize_config_dir(str(conf_dir()), version_base="1.3"):  # the main app does not know the video keys
         with pytest.raises(Exception, match="input"):
             compose("config", overrides=["input=clip.mp4"])
-    frame = video.frame_config(cfg, Path("f.png"), Path("start.png"))
+    frame = video.frame_config(OmegaConf.to_object(cfg), Path("f.png"), Path("start.png"))
     assert not any(hasattr(frame, key) for key in video.VIDEO_KEYS)
     assert frame.init.kind == "image" and frame.content == "f.png"
     assert (conf_dir() / "video.yaml").is_file()  # shipped in the wheel with conf/ (see test_packaging)

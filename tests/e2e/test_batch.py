@@ -13,8 +13,8 @@ from nst_lightning.config.derive import images, style_weights
 from nst_lightning.config.validate import validate_run
 from nst_lightning.engine.run import build_module, run
 from nst_lightning.optim.lbfgs import LBFGS
-from nst_lightning.results.report import find_runs
 from nst_lightning.results.report import main as report_main
+from nst_lightning.results.runs import find_runs
 from nst_lightning.util.errors import NSTError
 
 

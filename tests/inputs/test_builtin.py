@@ -148,7 +148,7 @@ def test_fetch_missing_file_on_server_is_nst_error(server, tmp_path):
     base_url, _, _ = server
     with pytest.raises(NSTError, match="HTTP 404"):
         fetch_painting("the_scream", cache_dir=tmp_path, base_url=base_url)
-    assert list((tmp_path / "paintings").iterdir()) == []
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
 def test_fetch_unreachable_server_says_offline(tmp_path):
@@ -159,7 +159,7 @@ def test_fetch_unreachable_server_says_offline(tmp_path):
         fetch_painting("starry_night", cache_dir=tmp_path, base_url=f"http://127.0.0.1:{port}", timeout=5)
     message = str(info.value)
     assert "offline" in message and "starry_night" in message and "\n" not in message
-    assert list((tmp_path / "paintings").iterdir()) == []
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
 def test_fetch_unknown_painting_lists_names(tmp_path):

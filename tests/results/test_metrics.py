@@ -14,7 +14,8 @@ from omegaconf import OmegaConf
 
 from nst_lightning.inputs.images import load_image, save_png
 from nst_lightning.results import metrics
-from nst_lightning.results.metrics import PANEL, find_run_folders, grain, main, measure
+from nst_lightning.results.metrics import PANEL, grain, main, measure
+from nst_lightning.results.runs import find_runs
 
 SIZE = 32
 
@@ -106,7 +107,10 @@ def test_cli_measures_every_run_and_merges_the_panel(tmp_path, capsys, images):
     failed = tmp_path / "sweep" / "2"
     (failed / ".hydra").mkdir(parents=True)
     (failed / "failed").write_text("RuntimeError: out of memory\n")  # a failed job: no result.png
-    assert find_run_folders(tmp_path / "sweep") == [tmp_path / "sweep" / "0", tmp_path / "sweep" / "1"]
+    assert [run.path for run in find_runs(tmp_path / "sweep", finished=True)] == [
+        tmp_path / "sweep" / "0",
+        tmp_path / "sweep" / "1",
+    ]
     assert main([str(tmp_path / "sweep")]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 3 and out[0].split()[:3] == ["run", "content_err", "ssim"]

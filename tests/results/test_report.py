@@ -16,20 +16,10 @@ from conftest import make_painting, make_photo, run_process
 from omegaconf import OmegaConf
 from PIL import Image
 
+from nst_lightning.config.derive import flatten_config, format_value
 from nst_lightning.results import report
-from nst_lightning.results.report import (
-    GREY,
-    build_grid,
-    build_report,
-    find_runs,
-    flatten_config,
-    format_value,
-    grid_geometry,
-    main,
-    plan_layout,
-    run_caption,
-    swept_keys,
-)
+from nst_lightning.results.report import GREY, build_grid, build_report, grid_geometry, main, plan_layout, run_caption
+from nst_lightning.results.runs import find_runs, swept_keys
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
