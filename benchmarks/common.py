@@ -87,6 +87,13 @@ class Settings:
     tiles_large_size: int = 4096
     tiles_history_sizes: tuple[int, ...] = (256, 512)
     tiles_history_steps: int = 100
+    devices_count: int = 2  # processes against 1 (trainer.devices)
+    devices_batch_images: int = 4
+    devices_batch_size: int = 128
+    devices_tiled_size: int = 512
+    devices_tile: int = 256
+    devices_steps: int = 10
+    devices_pairs: int = 2
     seed: int = 0
 
 
@@ -131,6 +138,12 @@ QUICK = Settings(
     tiles_large_size=128,
     tiles_history_sizes=(32,),
     tiles_history_steps=3,
+    devices_batch_images=2,
+    devices_batch_size=32,
+    devices_tiled_size=64,
+    devices_tile=32,
+    devices_steps=2,
+    devices_pairs=1,
 )
 
 

@@ -20,6 +20,8 @@ and to a small plot next to it (results.png). One module per part (parts/), in t
   multiscale  coarse to fine vs single scale (features.py)
   seeds       the standard comparison from several starts
   setup       the import floor, a fresh process to its first step, a multirun's later jobs
+  tiles       exact tiles: s/step tiled vs untiled, peak memory, a large image under engine.tile=auto
+  devices     2 processes (trainer.devices=2) vs 1: a batched sweep and one tiled image, s/step
   gpu         --gpu: the GPU numbers in one short run (about 4 minutes on an H100), each sub-part on its own time
               budget, the JSON rewritten after each measurement so that a timeout keeps what was measured
 
@@ -51,7 +53,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder is not a
 import adapter
 import report
 from common import DEVICE, FULL, QUICK, Inputs, Settings, input_images, log, machine
-from parts import batched, bf16, gpu, memory, multiscale, overhead, pastiche, seeds, setup, stall, standard, tiles
+from parts import (
+    batched,
+    bf16,
+    devices,
+    gpu,
+    memory,
+    multiscale,
+    overhead,
+    pastiche,
+    seeds,
+    setup,
+    stall,
+    standard,
+    tiles,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -68,8 +84,10 @@ PARTS: dict[str, ModuleType] = {
     "seeds": seeds,
     "setup": setup,
     "tiles": tiles,
+    "devices": devices,
 }
-TABLE = (overhead, standard, seeds, stall, bf16, pastiche, batched, multiscale, setup, memory, tiles)  # the rows' order
+# the rows' order
+TABLE = (overhead, standard, seeds, stall, bf16, pastiche, batched, multiscale, setup, memory, tiles, devices)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

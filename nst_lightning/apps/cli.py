@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from nst_lightning.apps import sweeps
 from nst_lightning.apps.presets import register_configs
 from nst_lightning.config.schema import Config, conf_dir
-from nst_lightning.util import folders, interrupts
+from nst_lightning.util import folders, interrupts, ranks
 from nst_lightning.util.errors import NSTError, first_line, full_error, user_error
 
 log = logging.getLogger("nst_lightning")
@@ -109,7 +109,9 @@ def _app(cfg: DictConfig) -> float:
     sweep = hc.mode == RunMode.MULTIRUN
     try:
         interrupts.check()  # a Ctrl-C while torch and Lightning loaded
-        if not sweep:  # claimed already by sweeps.ClaimFolder (before Hydra wrote .hydra/): this is a no-op then
+        if sweep:
+            _job_devices(cfg, hc)
+        elif ranks.launched_rank() == 0:  # claimed already by sweeps.ClaimFolder: this is a no-op then
             folders.claim(run_dir, "hydra.run.dir")  # a sweep's jobs are inside its claimed folder
         tensorboard_dir, run_name = sweep_tensorboard(hc)
         metrics = run(plan(cfg), run_dir, tensorboard_dir, run_name, overrides=list(hc.overrides.task))
@@ -141,8 +143,29 @@ def _app(cfg: DictConfig) -> float:
         if sweep and not full_error():
             return _failed_job(run_dir, hc, exc, bad_input=False)
         raise
-    (run_dir / folders.FAILED).unlink(missing_ok=True)  # an earlier attempt's marker no longer describes it
+    if ranks.launched_rank() == 0:
+        (run_dir / folders.FAILED).unlink(missing_ok=True)  # an earlier attempt's marker no longer describes it
     return metrics["loss_total"]
+
+
+def _job_devices(cfg: DictConfig, hc: DictConfig) -> None:
+    """A sweep's job: on one device (Lightning's ``ddp`` would start the whole sweep again for each rank); with
+    hydra/launcher=joblib on a machine with several GPUs, its own GPU rather than the first."""
+    import torch
+
+    from nst_lightning.engine import distributed
+
+    if distributed.world_size(cfg.trainer) > 1:
+        raise NSTError(
+            "trainer.devices: a sweep's job (-m) runs on one device: use hydra/launcher=joblib to give each job its "
+            "own GPU, or share one run's images across the devices with batch_sweep.* instead of -m"
+        )
+    if "joblib" not in str(OmegaConf.select(hc, "launcher._target_", default="")):
+        return
+    devices = distributed.joblib_devices(cfg.trainer, int(hc.job.num), torch.cuda.device_count())
+    if devices is not None:
+        cfg.trainer.devices = devices
+        log.info("job %s: GPU %d of %d", hc.job.num, devices[0], torch.cuda.device_count())
 
 
 def plan(cfg: DictConfig) -> Config:
@@ -225,6 +248,17 @@ def main() -> None:
     SIGINT and SIGTERM are recorded from the first line on (``python -m`` installs the recorder before this module
     is imported) and acted on at safe points (nst_lightning.util.interrupts); called in-process, the caller's
     handlers are put back at the end."""
+    try:
+        _main()
+    except SystemExit as exc:
+        if exc.code in (130, 143) and ranks.helper():
+            # Lightning's launcher ends every rank as soon as one exits non-zero: a rank > 0 stopped by a signal
+            # leaves rank 0 to finish writing, and the run's exit code to it
+            sys.exit(0)
+        raise
+
+
+def _main() -> None:
     ours = not interrupts.installed()
     interrupts.install()
     try:

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from nst_lightning.util.errors import NSTError, user_error
 from nst_lightning.util.files import atomic_write
 from nst_lightning.util.folders import FAILED, claim_new, release, unusable
+from nst_lightning.util.ranks import helper
 
 
 def _register_resolvers() -> None:
@@ -100,11 +101,30 @@ def sweep_summary(sweep_dir: Path) -> tuple[str, int] | None:
     return f"{len(failed)} of {len(jobs)} jobs failed: {', '.join(names)}", 1 if crashed else 2
 
 
+def quiet_helper(config: DictConfig) -> None:
+    """The job logging of a rank > 0 (Lightning's launcher runs the command again for it, into rank 0's run folder):
+    no log file (nothing of it in the run folder) and only errors on the console (rank 0 speaks for the run)."""
+    logging = config.hydra.job_logging
+    with read_write(logging), open_dict(logging):
+        handlers = logging.get("handlers") or {}
+        files = [name for name, handler in handlers.items() if "filename" in handler]
+        for name in files:
+            del handlers[name]
+        for handler in handlers.values():
+            handler.level = "ERROR"
+        for node in [logging.get("root") or {}, *(logging.get("loggers") or {}).values()]:
+            if "handlers" in node:
+                node.handlers = [name for name in node.handlers if name not in files]
+
+
 class ClaimFolder(Callback):
     """Hydra callback: check and lock the run or sweep folder before Hydra writes into it; close a sweep with the
     count of its failed jobs (exit code 2, or 1 if a job crashed) instead of the exit code 0 of a clean sweep."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if helper():  # a rank > 0 of a run on several devices: rank 0 holds the folder and writes in it
+            quiet_helper(config)
+            return
         self._claim(config, "hydra.run.dir", sweep=False)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:

@@ -70,7 +70,7 @@ class LossCurves(L.Callback):
         self.pending: tuple[Tensor, Any, int, int] | None = None  # host copy, event, first step, rows
 
     def _copy(self, module: StyleTransfer, first: int, rows: int) -> None:
-        log = module.loss_log
+        log = module.whole(module.loss_log, 2)  # (rows, terms, K): every image's, from every rank
         pinned = log.device.type == "cuda"
         host = torch.empty(log.shape, dtype=log.dtype, pin_memory=pinned)
         host.copy_(log, non_blocking=pinned)
@@ -106,7 +106,7 @@ class LossCurves(L.Callback):
             self._write(module)
             self._copy(module, self.flushed, step - self.flushed)
             self.flushed = step
-            if not bool(module.active.any()):  # one host read per log_every steps
+            if not bool(module.whole(module.active).any()):  # one host read per log_every steps
                 trainer.should_stop = True
 
     def on_train_end(self, trainer: L.Trainer, module: StyleTransfer) -> None:
@@ -124,20 +124,20 @@ class Snapshots(L.Callback):
     def __init__(self, runs: list[ImageRun], every: int) -> None:
         self.runs, self.every = runs, every
 
-    def _snapshot(self, module: StyleTransfer, step: int) -> None:
-        images = module.result().cpu()
-        for image, run in zip(images, self.runs, strict=True):
+    def _snapshot(self, trainer: L.Trainer, module: StyleTransfer, step: int) -> None:
+        images = module.whole(module.result()).cpu()
+        for image, run in zip(images, self.runs, strict=True) if trainer.is_global_zero else ():
             save_png(image, run.folder / "snapshots" / f"step_{step:06d}.png")
             log_image(run.logger, "image", image, step)
 
     def on_train_start(self, trainer: L.Trainer, module: StyleTransfer) -> None:
         if self.every:
-            self._snapshot(module, 0)
+            self._snapshot(trainer, module, 0)
 
     def on_train_batch_end(self, trainer: L.Trainer, module: StyleTransfer, *args: Any) -> None:
         step = trainer.global_step
         if self.every and step % self.every == 0 and step < module.steps:
-            self._snapshot(module, step)
+            self._snapshot(trainer, module, step)
 
 
 class GracefulStop(L.Callback):
@@ -145,7 +145,9 @@ class GracefulStop(L.Callback):
     and the optimiser state are consistent and the run can be resumed; a second Ctrl-C aborts at once.
 
     One that came before (recorded by nst_lightning.util.interrupts while the Trainer started) stops the run before
-    its first step."""
+    its first step. On several devices the ranks agree at the start and after every step (the largest signal
+    number any rank received), so a signal to one rank stops all of them after the same step: a rank that stopped
+    alone would leave the others waiting in the next step's exchange."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -161,7 +163,8 @@ class GracefulStop(L.Callback):
             if self.received is not None and signum == signal.SIGINT:
                 raise KeyboardInterrupt
             self.received = signum
-            trainer.should_stop = True
+            if trainer.world_size == 1:  # several: the ranks agree after the step (_agree)
+                trainer.should_stop = True
             log.warning("%s received: stopping after this step", signal.Signals(signum).name)
 
         for sig in self.SIGNALS:
@@ -170,6 +173,19 @@ class GracefulStop(L.Callback):
             self._previous[sig] = signal.signal(sig, handler)
         if (early := interrupts.take()) is not None:
             self.received = early
+            trainer.should_stop = True
+        self._agree(trainer)
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
+        self._agree(trainer)
+
+    def _agree(self, trainer: L.Trainer) -> None:
+        if trainer.world_size == 1:
+            return
+        mine = torch.tensor(self.received or 0, device=trainer.strategy.root_device)
+        signum = int(trainer.strategy.reduce(mine, reduce_op="max"))
+        if signum:
+            self.received = signum
             trainer.should_stop = True
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
@@ -187,8 +203,13 @@ class GracefulStop(L.Callback):
 def save_checkpoint(trainer: L.Trainer, folder: Path) -> None:
     """last.ckpt (image, optimiser, divergence record, step), written atomically (the Trainer's checkpoint_io is
     engine.checkpoint_io.AtomicCheckpointIO): a reader or a crash sees the previous checkpoint or this one, never
-    half of one. files.WriteError if it cannot be written (the previous one is kept)."""
-    trainer.save_checkpoint(folder / "last.ckpt", weights_only=False)  # the optimiser state too: resume continues
+    half of one. files.WriteError if it cannot be written (the previous one is kept). Every rank calls it; rank 0
+    writes the whole batch (StyleTransfer.on_save_checkpoint)."""
+    try:
+        trainer.save_checkpoint(folder / "last.ckpt", weights_only=False)  # the optimiser state too: resume continues
+    except WriteError:
+        trainer.strategy.barrier("Trainer.save_checkpoint")  # where the other ranks wait once it is written
+        raise
 
 
 def _kept_checkpoint(folder: Path) -> str:
@@ -214,7 +235,10 @@ class PeriodicCheckpoint(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, module: StyleTransfer, *args: Any) -> None:
         step = trainer.global_step
-        due = (self.every and step % self.every == 0) or (self.seconds and time.monotonic() - self.last >= self.seconds)
+        late = bool(self.seconds) and time.monotonic() - self.last >= self.seconds
+        if self.seconds and trainer.world_size > 1:  # each rank has its own clock: all write when any is due
+            late = trainer.strategy.reduce_boolean_decision(late, all=False)
+        due = (self.every and step % self.every == 0) or late
         if due and step < module.steps:
             try:
                 save_checkpoint(trainer, self.folder)
@@ -270,27 +294,39 @@ class FinalReport(L.Callback):
                     _kept_checkpoint(self.checkpoint_dir),
                 )
         self._finish(trainer, module, interrupted=interrupted)
-        if not interrupted:
+        if not interrupted and trainer.is_global_zero:
             (self.checkpoint_dir / "last.ckpt").unlink(missing_ok=True)
 
     def on_exception(self, trainer: L.Trainer, module: StyleTransfer, exception: BaseException) -> None:
         """A second Ctrl-C, or a signal outside our handler: keep the image reached so far (no new checkpoint)."""
         if isinstance(exception, KeyboardInterrupt | SIGTERMException):
             module.restore_broken()
+            if trainer.world_size > 1:  # the other ranks may be gone: nothing gathered, rank 0 keeps its own images
+                self._keep_own(trainer, module)
+                return
             self._finish(trainer, module, interrupted=True)
+
+    def _keep_own(self, trainer: L.Trainer, module: StyleTransfer) -> None:
+        if not trainer.is_global_zero:
+            return
+        runs = self.runs if module.share is None else self.runs[module.share.part]
+        for image, run in zip(module.result().cpu(), runs, strict=True):
+            save_png(image, run.folder / "result.png")
 
     def _finish(self, trainer: L.Trainer, module: StyleTransfer, interrupted: bool = False) -> None:
         seconds = time.perf_counter() - getattr(self, "started", time.perf_counter())
         steps = trainer.global_step
         ran = steps - getattr(self, "first_step", 0)
-        final = module.evaluate()  # one extra evaluation: the last step's loss was of the image before that step
-        images = module.result().cpu()
-        diverged_at = module.diverged_at.tolist()
+        # one extra evaluation: the last step's loss was of the image before that step
+        final = {key: module.whole(value) for key, value in module.evaluate().items()}
+        images = module.whole(module.result()).cpu()
+        diverged_at = module.whole(module.diverged_at).tolist()
         resumable = interrupted and (self.checkpoint_dir / "last.ckpt").is_file()
-        for k, run in enumerate(self.runs):  # first: a failure in the measures below must not lose the images
+        writes = trainer.is_global_zero  # on several devices, rank 0 writes every image
+        for k, run in enumerate(self.runs if writes else []):  # first: a failure in the measures must not lose them
             save_png(images[k], run.folder / "result.png")
         module.release_optimiser()  # a checkpoint, if any, is written: the history is not needed any more
-        panels = self.panel(images) if self.panel is not None else [None] * len(self.runs)
+        panels = self.panel(images) if self.panel is not None and writes else [None] * len(self.runs)
         self.metrics = []
         for k, run in enumerate(self.runs):
             losses = module.image_losses(final, k)
@@ -304,6 +340,7 @@ class FinalReport(L.Callback):
                 "seconds": seconds,
                 "seconds_per_step": seconds / max(ran, 1),  # the steps run in this process
                 "device": str(module.device),
+                **({"devices": trainer.world_size} if trainer.world_size > 1 else {}),
                 "size": list(images.shape[-2:]),
                 "diverged": diverged_at[k] >= 0,
                 "interrupted": interrupted,
@@ -315,7 +352,8 @@ class FinalReport(L.Callback):
                 metrics["diverged_at_step"] = diverged_at[k]
             if panels[k] is not None:
                 metrics["metrics"] = panels[k]
-            write_json(metrics, run.folder / "metrics.json")
+            if writes:
+                write_json(metrics, run.folder / "metrics.json")
             log_image(run.logger, "result", images[k], steps)
             final_metrics = {f"final/loss_{key.replace('/', '_')}": value for key, value in losses.items()}
             final_metrics["final/seconds_per_step"] = metrics["seconds_per_step"]

@@ -20,7 +20,7 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -31,6 +31,9 @@ from nst_lightning.config.schema import EngineConfig
 from nst_lightning.model import tiles
 from nst_lightning.model.color import with_chroma
 from nst_lightning.model.objective import Objective
+
+if TYPE_CHECKING:
+    from nst_lightning.engine.distributed import Share
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +99,7 @@ class StyleTransfer(L.LightningModule):
         self.graph: torch.cuda.CUDAGraph | None = None
         self.tiling: tiles.Tiling | None = None  # set by the engine: evaluate the image in exact tiles
         self.reduce: tiles.Reduce | None = None  # set by the engine: several processes share the tiles
+        self.share: Share | None = None  # set by take_share: several processes share the batch's images
         self.eager_steps = 0
 
     @property
@@ -232,6 +236,35 @@ class StyleTransfer(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.graph, self.eager_steps = None, 0
+        if self.share is not None:  # the checkpoint holds the whole batch: this rank's images' part of it
+            self._map_state(checkpoint, self.share.own_state)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.share is not None:  # every rank calls this (Lightning's save), rank 0 writes: the whole batch
+            self._map_state(checkpoint, self.share.whole_state)
+
+    @staticmethod
+    def _map_state(checkpoint: dict, change: Callable[[dict], dict]) -> None:
+        checkpoint["state_dict"] = change(checkpoint["state_dict"])
+        for optimiser in checkpoint.get("optimizer_states", []):
+            optimiser["state"] = {key: change(state) for key, state in optimiser["state"].items()}
+
+    # ---- several processes ---------------------------------------------------------------------------------
+    def take_share(self, share: Share) -> None:
+        """Optimise only this rank's images of the batch (``share.part``); ``logged`` stays the whole batch's,
+        for what rank 0 writes of it."""
+        part = share.part
+        self.objective.keep_images(part)
+        self.image = nn.Parameter(self.image.detach()[part].clone())
+        for name in ("active", "diverged_at", "last_finite"):
+            setattr(self, name, getattr(self, name)[part].clone())
+        self.loss_log = self.loss_log[..., part].clone()
+        self.share = share
+
+    def whole(self, tensor: Tensor, dim: int = 0) -> Tensor:
+        """``tensor`` of this rank's images (along ``dim``) for the whole batch: gathered from every rank where the
+        batch is split (a collective: every rank calls it), ``tensor`` itself otherwise."""
+        return tensor if self.share is None else self.share.whole(tensor, dim)
 
     # ---- what leaves the device ----------------------------------------------------------------------------
     def image_losses(self, terms: dict[str, Tensor], k: int) -> dict[str, float]:

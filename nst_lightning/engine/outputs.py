@@ -50,13 +50,16 @@ def image_runs(
     tensorboard_dir: str | Path | None,
     run_name: str | None,
     info: dict[str, Any],
+    record_images: bool = True,
 ) -> list[ImageRun]:
+    """Each image's folder and logger run; ``record_images``: write each batch image's ``.hydra`` record (only the
+    rank that writes does, on several devices)."""
     runs = []
     logs = log_folder(logger)
     for index, image in enumerate(images):
         safe = image.name.replace("/", "_")
         sub = folder / safe if image.name else folder
-        if image.name:
+        if image.name and record_images:
             (sub / ".hydra").mkdir(parents=True, exist_ok=True)
             OmegaConf.save(OmegaConf.create(record(image.config)), sub / ".hydra" / "config.yaml")
             OmegaConf.save(OmegaConf.create(image.overrides), sub / ".hydra" / "overrides.yaml")

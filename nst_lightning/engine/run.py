@@ -22,6 +22,7 @@ from nst_lightning.config.derive import images as derive_images
 from nst_lightning.config.records import resume
 from nst_lightning.config.schema import Config
 from nst_lightning.config.validate import check_layers, validate_run
+from nst_lightning.engine import distributed
 from nst_lightning.engine.callbacks import (
     FinalReport,
     GracefulStop,
@@ -41,7 +42,7 @@ from nst_lightning.model.losses import ColorStatistics, Temporal, TotalVariation
 from nst_lightning.model.objective import Objective, Weights, targets
 from nst_lightning.model.statistics import check_tileable
 from nst_lightning.model.tiles import TiledNetwork
-from nst_lightning.util import interrupts
+from nst_lightning.util import interrupts, ranks
 from nst_lightning.util.errors import NSTError
 from nst_lightning.util.files import atomic_write, write_json
 
@@ -229,12 +230,14 @@ def _fit(
     folder: Path,
     checkpoint: Path | None,
     extra: Sequence[L.Callback],
+    world: int = 1,
 ) -> list[dict[str, Any]]:
-    """One Trainer.fit of ``module``; the metrics of each image."""
+    """One Trainer.fit of ``module`` (on ``world`` devices); the metrics of each image."""
     callbacks = _callbacks(config, runs, folder, module)
     report = next(c for c in callbacks if isinstance(c, FinalReport))
     stop = next(c for c in callbacks if isinstance(c, GracefulStop))
     trainer_args = {k: v for k, v in config.trainer.items() if k != "precision"}
+    trainer_args["strategy"] = distributed.lightning_strategy(trainer_args.get("strategy", "auto"), world)
     trainer = L.Trainer(
         max_steps=module.steps,
         max_epochs=-1,  # steps alone bound a run: after an early stop + resume, the epoch count is past 1
@@ -247,6 +250,7 @@ def _fit(
         default_root_dir=str(folder),
         precision="32-true",  # the objective runs its own autocast (trainer.precision), capturable on CUDA
         plugins=[AtomicCheckpointIO(), *(trainer_args.pop("plugins", None) or [])],  # checkpoints in place
+        use_distributed_sampler=False,  # every rank counts every step: the data is a step counter
         **trainer_args,
     )
     with warnings.catch_warnings():
@@ -259,11 +263,24 @@ def _fit(
         if stop.received is not None:  # it came while the Trainer started: nothing was optimised
             raise interrupts.Interrupted(stop.received)
         raise NSTError(f"the run stopped before its first step (steps={module.steps}): nothing was optimised")
-    for run, step in zip(runs, module.diverged_at.tolist(), strict=True):
-        if step >= 0:
+    for run, metrics in zip(runs, report.metrics, strict=True):
+        if metrics["diverged"] and trainer.is_global_zero:
             label = f"{run.folder.name}: " if len(runs) > 1 else ""
+            step = metrics["diverged_at_step"]
             log.error("%sthe loss became non-finite at step %d: kept the last finite image", label, step)
     return report.metrics
+
+
+def _spread(module: StyleTransfer, world: int, rank: int, tile: int | None) -> None:
+    """This rank's part of a run on ``world`` devices: its share of a batch's images, or of one image's tiles."""
+    if world == 1:
+        return
+    if module.num_images > 1:
+        module.take_share(distributed.Share.of(module.num_images, world, rank))
+    else:
+        assert module.tiling is not None and tile is not None  # distributed.check_devices refused it untiled
+        distributed.check_tiles(len(module.tiling.tiles), world, tile)
+        module.reduce = distributed.Collectives(rank, world)
 
 
 def _record(config: Config, run_dir: Path) -> None:
@@ -322,13 +339,17 @@ def run(
     check_layers(images, parts.network)
     plan = stages(config)
     config, images, parts = _fit_memory(config, images, parts)  # refused now if it cannot fit, not killed later
+    tile = config.engine.tile if isinstance(config.engine.tile, int) else None
+    world = distributed.check_devices(config.trainer, len(images), tile is not None)
+    rank = ranks.launched_rank() if world > 1 else 0  # only rank 0 writes in the run folder
     interrupts.check()  # the safe points of start-up (see nst_lightning.util.interrupts)
     if slow := slow_precision_warning(config):
         log.warning(slow)
     run_dir = Path(run_dir)
     _prepare_run(config, run_dir, checkpoint, len(plan))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _record(config, run_dir)
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _record(config, run_dir)
     configure_device(config)
     L.seed_everything(config.seed, verbose=False)
     start, started, metrics, runs = None, time.perf_counter(), [], []
@@ -337,6 +358,7 @@ def run(
         folder = run_dir if final else run_dir / "stages" / f"{i}_{stage.size}px"
         interrupts.check()
         module = build_module(config, parts, stage, start, images)
+        _spread(module, world, rank, tile)
         interrupts.check()
         if i == 0 and (tip := bf16_tip(config)):  # once the inputs have loaded: never ahead of an error about them
             log.info(tip)
@@ -345,22 +367,28 @@ def run(
             info.update(stage=i, stages=[[s.size, s.steps] for s in plan])
         if resumed_from is not None:
             info["resumed_from"] = str(resumed_from)
-        runs = image_runs(images, parts.logger, folder, tensorboard_dir if final else None, run_name, info)
-        check_outputs(runs, bool(config.snapshot_every))
-        metrics = _fit(config, module, runs, folder, checkpoint, [*parts.callbacks, *callbacks])
+        runs = image_runs(images, parts.logger, folder, tensorboard_dir if final else None, run_name, info, rank == 0)
+        if rank == 0:
+            check_outputs(runs, bool(config.snapshot_every))
+        metrics = _fit(config, module, runs, folder, checkpoint, [*parts.callbacks, *callbacks], world)
         if metrics[0]["interrupted"]:
             break
-        start = module.objective.generated(module.image.detach()).cpu()  # the next stage starts here, upsampled
-    return _summarise(plan, runs, metrics, run_dir, time.perf_counter() - started)
+        start = module.whole(module.objective.generated(module.image.detach())).cpu()  # the next stage's start
+    return _summarise(plan, runs, metrics, run_dir, time.perf_counter() - started, rank == 0)
 
 
 def _summarise(
-    plan: list[Stage], runs: list[ImageRun], metrics: list[dict[str, Any]], run_dir: Path, seconds: float
+    plan: list[Stage],
+    runs: list[ImageRun],
+    metrics: list[dict[str, Any]],
+    run_dir: Path,
+    seconds: float,
+    writes: bool = True,
 ) -> dict[str, Any]:
     for m in metrics if len(plan) > 1 else []:
         m["seconds_all_stages"] = seconds
     if len(metrics) == 1:
-        if len(plan) > 1:
+        if len(plan) > 1 and writes:
             write_json(metrics[0], Path(runs[0].folder) / "metrics.json")
         log.info("result: %s", runs[0].folder / "result.png")
         return metrics[0]
@@ -369,6 +397,7 @@ def _summarise(
         "loss_total": min(m["loss_total"] for m in metrics),
         "interrupted": metrics[0]["interrupted"],
     }
-    write_json(summary, run_dir / "metrics.json")
+    if writes:
+        write_json(summary, run_dir / "metrics.json")
     log.info("results: %s", ", ".join(str(run.folder / "result.png") for run in runs))
     return summary

@@ -226,6 +226,14 @@ class Objective(nn.Module):
         x = self.generated(image)
         return self.terms(self.summarise(self.features(x)), x)
 
+    def keep_images(self, part: slice) -> None:
+        """Keep the weights of images ``part`` of the batch only (a rank's share of it): the targets, the layers and
+        the terms computed stay the whole batch's, so every share reports the same terms."""
+        for name in ("alpha", "content_select", "beta", "style_w", "extra_w"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, value[part].clone())
+
     def stacked(self, terms: Mapping[str, Tensor]) -> Tensor:
         """The terms as one (T, K) tensor in ``terms_order``: one row per term, for the device log."""
         return torch.stack([terms[name].detach().float() for name in self.terms_order])
