@@ -84,6 +84,7 @@ class Settings:
     tiles_speed_pairs: int = 2
     tiles_memory_size: int = 2048
     tiles_memory_tile: int = 512
+    tiles_least_tile: int = 256
     tiles_large_size: int = 4096
     tiles_history_sizes: tuple[int, ...] = (256, 512)
     tiles_history_steps: int = 100
@@ -135,6 +136,7 @@ QUICK = Settings(
     tiles_speed_pairs=1,
     tiles_memory_size=96,
     tiles_memory_tile=32,
+    tiles_least_tile=32,
     tiles_large_size=128,
     tiles_history_sizes=(32,),
     tiles_history_steps=3,

@@ -20,7 +20,8 @@ and to a small plot next to it (results.png). One module per part (parts/), in t
   multiscale  coarse to fine vs single scale (features.py)
   seeds       the standard comparison from several starts
   setup       the import floor, a fresh process to its first step, a multirun's later jobs
-  tiles       exact tiles: s/step tiled vs untiled, peak memory, a large image under engine.tile=auto
+  tiles       exact tiles: s/step tiled vs untiled at 1024 px, peak memory at 2048 px
+  large       a 4096 px image under the defaults; the L-BFGS history in bf16 against fp32 (final loss)
   devices     2 processes (trainer.devices=2) vs 1: a batched sweep and one tiled image, s/step
   gpu         --gpu: the GPU numbers in one short run (about 4 minutes on an H100), each sub-part on its own time
               budget, the JSON rewritten after each measurement so that a timeout keeps what was measured
@@ -58,6 +59,7 @@ from parts import (
     bf16,
     devices,
     gpu,
+    large,
     memory,
     multiscale,
     overhead,
@@ -84,10 +86,11 @@ PARTS: dict[str, ModuleType] = {
     "seeds": seeds,
     "setup": setup,
     "tiles": tiles,
+    "large": large,
     "devices": devices,
 }
 # the rows' order
-TABLE = (overhead, standard, seeds, stall, bf16, pastiche, batched, multiscale, setup, memory, tiles, devices)
+TABLE = (overhead, standard, seeds, stall, bf16, pastiche, batched, multiscale, setup, memory, tiles, large, devices)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -4,8 +4,7 @@ Each run is a fresh `python -m nst_lightning` with the product's defaults (its p
 seconds per step from its metrics.json), side by side in one benchmark run:
 - speed: untiled and tiled at ``tiles_speed_size`` (tiles of ``tiles_speed_tile`` px), alternated;
 - memory: ``tiles_memory_size`` untiled, tiled, and tiled with a bfloat16 history, 2 steps each;
-- large: ``tiles_large_size`` with engine.tile=auto (the memory plan chooses), 2 steps;
-- history: ``tiles_history_steps`` steps from the same start with the history in float32 and in bfloat16.
+(the part ``large`` runs a large image under the defaults and compares the L-BFGS history's dtypes).
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ def _args(inputs: Inputs, size: int, steps: int, folder: Path, *extra: str) -> l
     ]
 
 
-def _one(inputs: Inputs, name: str, size: int, steps: int, *extra: str) -> dict[str, Any]:
+def one(inputs: Inputs, name: str, size: int, steps: int, *extra: str) -> dict[str, Any]:
     folder = inputs.folder / f"tiles_{name}"
     ran = child("nst_lightning", _args(inputs, size, steps, folder, *extra), inputs.folder)
     metrics = json.loads((folder / "metrics.json").read_text())
@@ -56,8 +55,8 @@ def _speed(s: Settings, inputs: Inputs) -> dict[str, Any]:
     log(f"tiles, speed: {size} px untiled and in {tile} px tiles, {steps} steps, {s.tiles_speed_pairs} rounds")
     rounds = [
         (
-            _one(inputs, f"whole_{i}", size, steps, "engine.tile=null"),
-            _one(inputs, f"tiled_{i}", size, steps, f"engine.tile={tile}"),
+            one(inputs, f"whole_{i}", size, steps, "engine.tile=null"),
+            one(inputs, f"tiled_{i}", size, steps, f"engine.tile={tile}"),
         )
         for i in range(s.tiles_speed_pairs)
     ]
@@ -73,49 +72,16 @@ def _memory(s: Settings, inputs: Inputs) -> dict[str, Any]:
     return {
         "size": size,
         "tile": tile,
-        "untiled": _one(inputs, "memory_whole", size, 2, "engine.tile=null"),
-        "tiled": _one(inputs, "memory_tiled", size, 2, f"engine.tile={tile}"),
-        "tiled_bf16_history": _one(
+        "untiled": one(inputs, "memory_whole", size, 2, "engine.tile=null"),
+        "tiled": one(inputs, "memory_tiled", size, 2, f"engine.tile={tile}"),
+        "tiled_bf16_history": one(
             inputs, "memory_tiled_bf16", size, 2, f"engine.tile={tile}", "optimizer.history_dtype=bfloat16"
         ),
     }
 
 
-def _large(s: Settings, inputs: Inputs) -> dict[str, Any]:
-    size = s.tiles_large_size
-    log(f"tiles, large: {size} px, 2 steps, the defaults (engine.tile=auto)")
-    return {"size": size, "auto": _one(inputs, "large", size, 2)}
-
-
-def _history(s: Settings, inputs: Inputs) -> dict[str, Any]:
-    out: dict[str, Any] = {"steps": s.tiles_history_steps, "sizes": {}}
-    for size in s.tiles_history_sizes:
-        log(f"L-BFGS history in float32 and in bfloat16: {size} px, {s.tiles_history_steps} steps")
-        fp32 = _one(inputs, f"history_fp32_{size}", size, s.tiles_history_steps, "engine.tile=null")
-        bf16 = _one(
-            inputs,
-            f"history_bf16_{size}",
-            size,
-            s.tiles_history_steps,
-            "engine.tile=null",
-            "optimizer.history_dtype=bfloat16",
-        )
-        out["sizes"][str(size)] = {
-            "float32": fp32,
-            "bfloat16": bf16,
-            "loss_ratio": bf16["loss_total"] / fp32["loss_total"],
-        }
-        log(f"  final loss bfloat16 / float32 history: {out['sizes'][str(size)]['loss_ratio']:.4f}")
-    return out
-
-
 def measure(s: Settings, inputs: Inputs) -> dict[str, Any]:
-    return {
-        "speed": _speed(s, inputs),
-        "memory": _memory(s, inputs),
-        "large": _large(s, inputs),
-        "history": _history(s, inputs),
-    }
+    return {"speed": _speed(s, inputs), "memory": _memory(s, inputs)}
 
 
 def headline(details: dict[str, Any]) -> dict[str, Any]:
@@ -126,7 +92,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
     t = results["details"].get("tiles")
     if not t:
         return []
-    sp, mem, large = t["speed"], t["memory"], t["large"]["auto"]
+    sp, mem = t["speed"], t["memory"]
     out: list[Row] = [
         (
             f"tiles {sp['tile']} px at {sp['size']} px, s/step",
@@ -144,25 +110,6 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 f"{mem['untiled']['peak_rss_mb']:.0f}",
                 f"{mem[key]['peak_rss_mb'] / mem['untiled']['peak_rss_mb']:.3f}",
                 "tiled / untiled, 2 steps; target tiled <= 6 GB",
-            )
-        )
-    out.append(
-        (
-            f"{t['large']['size']} px, engine.tile=auto (tile {large['tile']})",
-            f"{large['seconds_per_step']:.0f} s/step",
-            f"{large['peak_rss_mb']:.0f} MB",
-            "-",
-            "2 steps completed on this machine",
-        )
-    )
-    for size, h in t["history"]["sizes"].items():
-        out.append(
-            (
-                f"bf16 / fp32 L-BFGS history, loss after {t['history']['steps']} steps at {size} px",
-                f"{h['bfloat16']['loss_total']:.4g}",
-                f"{h['float32']['loss_total']:.4g}",
-                f"{h['loss_ratio']:.4f}",
-                "the same start; half the history's memory",
             )
         )
     return out
