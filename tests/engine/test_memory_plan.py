@@ -13,6 +13,12 @@ from nst_lightning.engine.run import run
 from nst_lightning.util.errors import NSTError
 
 
+@pytest.fixture(autouse=True)
+def exact_plans(monkeypatch):
+    """The plans below are checked at the estimate's own numbers; the headroom has its own test."""
+    monkeypatch.setattr(memory, "TILED_HEADROOM", 1.0)
+
+
 def _plan(config, monkeypatch, available):
     monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": available)
     return memory.plan_memory(config, validate_run(config), build_parts(config))
@@ -93,3 +99,13 @@ def test_a_run_records_the_tile_and_history_it_chose(make_cfg, monkeypatch, tmp_
     assert any("optimizer.history_size=7, the most that fits" in r.getMessage() for r in caplog.records)
     record = OmegaConf.load(tmp_path / "run" / ".hydra" / "config.yaml")
     assert record.optimizer.history_size == 7 and record.engine.tile == 256
+
+
+def test_tiles_are_planned_with_headroom(make_cfg, monkeypatch):
+    config = make_cfg("size=2048")
+    shape, _ = _estimates(config)
+    available = memory.tiled_estimate(shape, 2048, 1024)
+    assert _plan(config, monkeypatch, available).tile == 1024
+    monkeypatch.setattr(memory, "TILED_HEADROOM", 0.8)
+    fit = _plan(config, monkeypatch, available)
+    assert fit.tile is not None and fit.tile < 1024 and fit.needed <= 0.8 * available
