@@ -55,31 +55,35 @@ def measure(s: Settings, inputs: Inputs) -> dict[str, Any]:
 
 
 def headline(details: dict[str, Any]) -> dict[str, Any]:
-    return {"large_peak_mb": details["large"]["auto"]["peak_rss_mb"]}
+    return {"large_peak_mb": details["large"]["auto"]["peak_rss_mb"]} if "large" in details else {}
 
 
 def rows(results: dict[str, Any]) -> list[Row]:
-    t = results["details"].get("large")
-    if not t:
-        return []
-    large = t["large"]["auto"]
-    out: list[Row] = [
-        (
-            f"{t['large']['size']} px, the defaults (tile {large['tile']})",
-            f"{large['seconds_per_step']:.0f} s/step",
-            f"{large['peak_rss_mb']:.0f} MB",
-            "-",
-            "2 steps completed on this machine",
-        ),
-        (
-            f"peak RSS {t['least']['size']} px, {t['least']['tile']} px tiles and a bf16 history (MB)",
-            f"{t['least']['run']['peak_rss_mb']:.0f}",
-            "-",
-            "-",
-            "2 steps; target tiled <= 6 GB",
-        ),
-    ]
-    for size, h in t["history"]["sizes"].items():
+    t = results["details"].get("large") or {}
+    out: list[Row] = []
+    if "large" in t:
+        large = t["large"]["auto"]
+        out.append(
+            (
+                f"{t['large']['size']} px, the defaults (tile {large['tile']})",
+                f"{large['seconds_per_step']:.0f} s/step",
+                f"{large['peak_rss_mb']:.0f} MB",
+                "-",
+                "2 steps completed on this machine",
+            )
+        )
+    if "least" in t:
+        least = t["least"]
+        out.append(
+            (
+                f"peak RSS {least['size']} px, {least['tile']} px tiles and a bf16 history (MB)",
+                f"{least['run']['peak_rss_mb']:.0f}",
+                "-",
+                "-",
+                "2 steps; target tiled <= 6 GB",
+            )
+        )
+    for size, h in t.get("history", {}).get("sizes", {}).items():
         out.append(
             (
                 f"bf16 / fp32 L-BFGS history, loss after {t['history']['steps']} steps at {size} px",
