@@ -232,14 +232,16 @@ def test_the_style_image_at_its_own_size_is_counted(images, panorama, monkeypatc
     looked at the 8000x16 output only, not at the 8000x8000 style image."""
     monkeypatch.setattr(memory, "available_bytes", lambda device: 24 * 2**30)
     monkeypatch.delenv("NST_SKIP_MEMORY_CHECK", raising=False)
-    cfg = plan_of(f"content={panorama}", f"style={images['style']}", "size=8000", "trainer.accelerator=cpu")
+    cfg = plan_of(
+        f"content={panorama}", f"style={images['style']}", "size=8000", "trainer.accelerator=cpu", "engine.tile=null"
+    )
     with pytest.raises(NSTError) as info:
         memory_check(cfg)
     message = str(info.value)
     assert message.startswith("size=8000 needs about ") and "the style image at 8000x8000 px" in message
     fits = int(message.split("lower size (about ")[1].split(" px fits")[0])
     assert 1000 < fits < 8000
-    base = [f"content={panorama}", f"style={images['style']}", "trainer.accelerator=cpu"]
+    base = [f"content={panorama}", f"style={images['style']}", "trainer.accelerator=cpu", "engine.tile=null"]
     memory_check(plan_of(*base, f"size={fits}"))  # the advice fits
     scale = float(message.split("lower style_scale (about ")[1].split(" fits")[0])
     memory_check(plan_of(*base, "size=8000", f"style_scale={scale}"))
