@@ -125,6 +125,9 @@ def rows(results: dict[str, Any]) -> list[Row]:
         return []
     st = results["details"]["setup"]
     imports, later = st["imports_s"], st["multirun"]["later_jobs_s"]
+    engine = next(
+        k for k in ("nst_lightning.engine.run", "nst_lightning.run") if k in imports
+    )  # the module's name then
     return [
         (
             "set-up, fresh process (s)",
@@ -136,9 +139,9 @@ def rows(results: dict[str, Any]) -> list[Row]:
         ),
         (
             "set-up, imports (s)",
-            f"{imports['nst_lightning.engine.run']:.2f}",
+            f"{imports[engine]:.2f}",
             f"{imports['lightning']:.2f}",
-            f"{imports['nst_lightning.engine.run'] / imports['lightning']:.2f}",
+            f"{imports[engine] / imports['lightning']:.2f}",
             f"import nst_lightning.engine.run, import lightning (torch alone {imports['torch']:.2f})",
         ),
         (
