@@ -17,23 +17,13 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from common import DEVICE, Inputs, Row, Settings, child, log
+from common import Inputs, Row, Settings, child, log
+
+from parts import tiles
 
 
 def _args(inputs: Inputs, folder: Path, size: int, steps: int, devices: int, *extra: str) -> list[str]:
-    return [
-        f"content={inputs.content}",
-        f"style={inputs.style}",
-        f"size={size}",
-        f"steps={steps}",
-        "snapshot_every=0",
-        "metrics=false",
-        "trainer.enable_progress_bar=false",
-        f"trainer.accelerator={'gpu' if DEVICE == 'cuda' else 'cpu'}",
-        f"trainer.devices={devices}",
-        f"hydra.run.dir={folder}",
-        *extra,
-    ]
+    return tiles.run_args(inputs, size, steps, folder, f"trainer.devices={devices}", *extra)
 
 
 def _one(inputs: Inputs, name: str, size: int, steps: int, devices: int, *extra: str) -> dict[str, Any]:

@@ -17,7 +17,8 @@ from typing import Any
 from common import DEVICE, Inputs, Row, Settings, child, log
 
 
-def _args(inputs: Inputs, size: int, steps: int, folder: Path, *extra: str) -> list[str]:
+def run_args(inputs: Inputs, size: int, steps: int, folder: Path, *extra: str) -> list[str]:
+    """A benchmark run's command line: the product's defaults, nothing written but the result and metrics.json."""
     return [
         f"content={inputs.content}",
         f"style={inputs.style}",
@@ -34,7 +35,7 @@ def _args(inputs: Inputs, size: int, steps: int, folder: Path, *extra: str) -> l
 
 def one(inputs: Inputs, name: str, size: int, steps: int, *extra: str) -> dict[str, Any]:
     folder = inputs.folder / f"tiles_{name}"
-    ran = child("nst_lightning", _args(inputs, size, steps, folder, *extra), inputs.folder)
+    ran = child("nst_lightning", run_args(inputs, size, steps, folder, *extra), inputs.folder)
     metrics = json.loads((folder / "metrics.json").read_text())
     record = (folder / ".hydra" / "config.yaml").read_text()
     tile = next((line.split(":", 1)[1].strip() for line in record.splitlines() if line.startswith("  tile:")), None)
