@@ -134,7 +134,7 @@ class Config:
     steps: int = 300  # optimisation steps: one forward+backward each
     seed: int = 0
     snapshot_every: int = 50  # snapshot PNG + TensorBoard image every N steps (0: none)
-    metrics: bool = True  # at the end: the objective-independent panel (nst_lightning/metrics.py) in metrics.json
+    metrics: bool = True  # at the end: the objective-independent panel (results/metrics.py) in metrics.json
     resume: str | None = None  # a run folder stopped early (or killed): continue it with its own settings
     network: Any = MISSING  # group: the frozen network (model/vgg.py; model/network.py for your own)
     init: InitConfig = MISSING

@@ -56,6 +56,9 @@ BACKWARD_FACTOR = 2.0
 # the style layers' features: calibrated at 1024 px with some margin (benchmarks/README.md, "Memory"). gram's own
 # float32 copies and N x N matrices are the ``gram`` part, counted for every loss.
 STYLE_LOSS_BYTES = {"mean_std": 10, "mmd": 4, "gaussian_w2": 14, "sliced_wasserstein": 16, "mrf": 10}
+# The panel at the end of a run (results/metrics.py: measure): fixed bytes and bytes per pixel of the measured image;
+# measured 1.0 GiB at 512 x 384 and 2.3 GiB at 1024 x 768 above the process before it (2026-12-03, AMD EPYC).
+PANEL_BYTES = (int(0.55 * 2**30), 2400)
 HALF_PRECISIONS = ("bf16-mixed", "bf16-true", "16-mixed", "16-true", "bf16", "16")
 SKIP_ENV = "NST_SKIP_MEMORY_CHECK"
 
@@ -335,6 +338,7 @@ class RunShape:
     grid: int  # exact tiles: the network's grid and the halo a tile carries (model/tiles.py)
     halo: int
     gathered: bool  # the statistic keeps per-position values of the whole image (sliced Wasserstein's projections)
+    metrics: bool = False  # the end-of-run panel is measured (results/metrics.py), while the run's state is held
 
 
 def run_shape(config: Any, images: list[Any], parts: Any, device: str) -> RunShape:
@@ -371,6 +375,7 @@ def run_shape(config: Any, images: list[Any], parts: Any, device: str) -> RunSha
         grid=grid,
         halo=halo,
         gathered="projected" in getattr(statistic, "gathered", ()),
+        metrics=bool(config.metrics),
     )
 
 
@@ -440,8 +445,8 @@ def _maps_bytes(shape: RunShape, height: int, width: int, layers: list[str]) -> 
 def tiled_estimate(shape: RunShape, side: int, tile: int, scale: float = 1.0) -> int:
     """The estimated peak of the run at long side ``side`` in exact tiles of ``tile`` px: a tile's features and
     backward pass (its crop: the tile and its halo), and what stays whole: the images, the optimiser's state, the
-    content's targets, the gathered values of the statistic, and, while the targets are made, the whole feature maps
-    of the largest input (model/tiles.py: TiledNetwork)."""
+    content's targets, the gathered values of the statistic; while the targets are made, the whole feature maps
+    of the largest input (model/tiles.py: TiledNetwork); and at the end the panel (``panel_bytes``)."""
     h, w = resized_shape(shape.content, side)
     crop = (min(h, tile + 2 * shape.halo), min(w, tile + 2 * shape.halo))
     per_tile = memory_parts(
@@ -478,7 +483,17 @@ def tiled_estimate(shape: RunShape, side: int, tile: int, scale: float = 1.0) ->
     largest = max([(h, w), *_style_shapes(shape, side)], key=lambda s: s[0] * s[1])
     targets = sum(per_tile[k] for k in ("runtime", "weights")) + per_tile["activations"] // 2 + held["images"]
     targets += _maps_bytes(shape, *largest, shape.layers) + _maps_bytes(shape, h, w, shape.content_layers)
-    return max(optimisation, targets)
+    panel = per_tile["runtime"] + held["images"] + optimizer + panel_bytes(h, w) if shape.metrics else 0
+    return max(optimisation, targets, panel)
+
+
+def panel_bytes(height: int, width: int) -> int:
+    """The end-of-run panel's own peak (its network and yardsticks), measured at a long side of at most
+    ``METRIC_MAX_SIDE``: with exact tiles it can be more than a step's tile."""
+    from nst_lightning.results.metrics import METRIC_MAX_SIDE
+
+    scale = min(1.0, METRIC_MAX_SIDE / max(height, width))
+    return PANEL_BYTES[0] + int(PANEL_BYTES[1] * round(height * scale) * round(width * scale))
 
 
 def _style_shapes(shape: RunShape, side: int) -> list[tuple[int, int]]:

@@ -138,20 +138,19 @@ def _summaries(objective: Any, own: dict, regions: dict) -> list[Summary]:
     return out
 
 
-def _combine(parts: list[list[Summary]], objective: Any) -> list[Summary]:
-    combined = []
+def _add(total: list[dict[str, Any]] | None, tile: list[Summary], objective: Any) -> list[dict[str, Any]]:
+    """The running summaries with one more tile's: sums added, gathered values listed (concatenated at the end).
+    Only the running sums are held, never every tile's summaries (at 4096 px in 256 px tiles, 192 copies of every
+    Gram matrix)."""
+    if total is None:
+        total = [{} for _ in tile]
     for i, term in enumerate(objective.feature_terms):
-        keys = parts[0][i].keys()
-        gathered = term.module.gathered
-        combined.append(
-            {
-                key: torch.cat([p[i][key] for p in parts], 1)
-                if key in gathered
-                else torch.stack([p[i][key] for p in parts]).sum(0)
-                for key in keys
-            }
-        )
-    return combined
+        for key, value in tile[i].items():
+            if key in term.module.gathered:
+                total[i].setdefault(key, []).append(value)
+            else:
+                total[i][key] = value if key not in total[i] else total[i][key] + value
+    return total
 
 
 def _exchange(summaries: list[Summary], objective: Any, reduce: Reduce | None) -> list[Summary]:
@@ -172,14 +171,23 @@ def mine(tiling_: Tiling, reduce: Reduce | None) -> tuple[Tile, ...]:
 
 
 @torch.no_grad()
-def first_pass(objective: Any, image: Tensor, tiling_: Tiling, reduce: Reduce | None = None) -> tuple[list, list]:
-    """The whole image's summaries (every process's, after the exchange), and this process's tiles' parts."""
-    parts = []
+def first_pass(
+    objective: Any, image: Tensor, tiling_: Tiling, reduce: Reduce | None = None
+) -> tuple[list[Summary], list[dict[str, list[int]]]]:
+    """The whole image's summaries (every process's, after the exchange), and for each term the sizes along
+    dimension 1 of this process's tiles' gathered values, tile by tile."""
+    total = None
     with torch.no_grad():  # pass 2 recomputes each tile with autograd: no tile's graph may outlive its pass
         for tile in mine(tiling_, reduce):
             own, regions = _own_features(objective, image, tile, tiling_)
-            parts.append(_summaries(objective, own, regions))
-    return _exchange(_combine(parts, objective), objective, reduce), parts
+            total = _add(total, _summaries(objective, own, regions), objective)
+            del own  # the features of the next tile take their place
+    assert total is not None, "every process has at least one tile"
+    sizes = [
+        {key: [v.shape[1] for v in values] for key, values in s.items() if isinstance(values, list)} for s in total
+    ]
+    summaries = [{key: torch.cat(v, 1) if isinstance(v, list) else v for key, v in s.items()} for s in total]
+    return _exchange(summaries, objective, reduce), sizes
 
 
 def values(objective: Any, image: Tensor, tiling_: Tiling, reduce: Reduce | None = None) -> dict[str, Tensor]:
@@ -189,20 +197,19 @@ def values(objective: Any, image: Tensor, tiling_: Tiling, reduce: Reduce | None
         return objective.terms(summaries, objective.generated(image))
 
 
-def _gathered_offsets(parts: list[list[Summary]], objective: Any, reduce: Reduce | None) -> list[dict[str, list]]:
+def _gathered_offsets(sizes: list[dict[str, list[int]]], device: torch.device, reduce: Reduce | None) -> list[dict]:
     """Where each of this process's tiles' gathered values sit along dimension 1 of the whole summary."""
     offsets: list[dict[str, list]] = []
-    for i, term in enumerate(objective.feature_terms):
-        by_key = {}
-        for key in sorted(term.module.gathered & set(parts[0][i])):
-            sizes = [p[i][key].shape[1] for p in parts]
-            start = 0
+    for by_key in sizes:
+        found = {}
+        for key in sorted(by_key):  # the same order on every process: each gather is a collective
+            own, start = by_key[key], 0
             if reduce is not None and reduce.world > 1:
-                counts = reduce.gather(torch.tensor([[sum(sizes)]], device=parts[0][i][key].device))
+                counts = reduce.gather(torch.tensor([[sum(own)]], device=device))
                 start = int(counts[0, : reduce.rank].sum())
-            edges = [start + sum(sizes[:j]) for j in range(len(sizes) + 1)]
-            by_key[key] = list(itertools.pairwise(edges))
-        offsets.append(by_key)
+            edges = [start + sum(own[:j]) for j in range(len(own) + 1)]
+            found[key] = list(itertools.pairwise(edges))
+        offsets.append(found)
     return offsets
 
 
@@ -215,7 +222,7 @@ def value_and_grad(
 ) -> dict[str, Tensor]:
     """The terms (K,) of ``image`` (the optimised parameter) and, added to ``image.grad``, the gradient of
     sum_k keep(total)_k total_k: the images ``keep`` drops (not finite, stopped) contribute nothing."""
-    summaries, parts = first_pass(objective, image, tiling_, reduce)
+    summaries, sizes = first_pass(objective, image, tiling_, reduce)
     leaves = [{k: v.detach().requires_grad_(v.is_floating_point()) for k, v in s.items()} for s in summaries]
     x = objective.generated(image)
     first = reduce is None or reduce.rank == 0
@@ -224,12 +231,13 @@ def value_and_grad(
     total = terms["total"]
     torch.where(keep(total.detach()), total, torch.zeros_like(total)).sum().backward()
     slopes = [{k: v.grad for k, v in s.items() if v.grad is not None} for s in leaves]
-    offsets = _gathered_offsets(parts, objective, reduce)
+    offsets = _gathered_offsets(sizes, image.device, reduce)
     for j, tile in enumerate(mine(tiling_, reduce)):
         own, regions = _own_features(objective, image, tile, tiling_)
         surrogate = _surrogate(_summaries(objective, own, regions), slopes, offsets, j)
         if surrogate is not None and surrogate.requires_grad:
             surrogate.backward()
+        del own, surrogate  # before the next tile's features are made
     if reduce is not None and reduce.world > 1 and image.grad is not None:
         image.grad.copy_(reduce.sum(image.grad))
     return {key: value.detach() for key, value in terms.items()}

@@ -69,6 +69,16 @@ def test_styles_are_resized_to_the_result_and_blended(network, images):
     assert half["style_mean_std"] == pytest.approx(0.5 * one["style_mean_std"], rel=1e-4)  # 0 against the content
 
 
+def test_a_result_above_the_largest_side_is_measured_at_it(network, images):
+    content, style = images
+    large = load_image("grace_hopper", 2 * SIZE, "content")
+    small = metrics._resized_long_side(large, SIZE)
+    at_most = measure(large, content, [style], None, network, max_side=SIZE)
+    assert at_most == measure(small, content, [style], None, network, max_side=None)  # the same numbers, exactly
+    whole = measure(large, content, [style], None, network, max_side=None)
+    assert whole["grain"] != at_most["grain"]  # measured at its own size, the panel differs
+
+
 def test_grain_of_flat_noisy_and_constant_images():
     flat = torch.full((1, 3, 40, 40), 0.5)
     noisy = (flat + 0.05 * torch.randn(1, 3, 40, 40, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
