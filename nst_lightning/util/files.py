@@ -162,7 +162,12 @@ def current_umask() -> int:
     return mask
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None] | bytes, durable: bool = False) -> Path:
+def atomic_write(
+    path: str | Path,
+    write: Callable[[IO[bytes]], None] | bytes,
+    durable: bool = False,
+    needs: Callable[[], int] | None = None,
+) -> Path:
     """Write ``write`` (bytes, or a function writing into the open file) into a temp file in the same folder, then
     rename over ``path``.
 
@@ -170,7 +175,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None] | bytes, d
     is left as it was, and an OSError (a full disk, a read-only place, a name too long) becomes a WriteError, one
     line naming the file (and, for bytes, the space they need). The file gets the mode any new file would (0666
     less the umask), not the temp file's private 0600. ``durable``: on the disk before the rename (a checkpoint
-    must survive a power loss).
+    must survive a power loss). ``needs``: the bytes a function writes, asked only to say what a full disk lacked.
     """
     path = Path(path)
     size = len(write) if isinstance(write, bytes | bytearray | memoryview) else None
@@ -197,6 +202,8 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None] | bytes, d
             with contextlib.suppress(OSError):
                 Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError) and not isinstance(exc, WriteError):
+            if size is None and needs is not None and exc.errno in FULL:
+                size = needs()
             raise write_error(path, exc, size) from exc
         raise
     return path

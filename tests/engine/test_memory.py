@@ -198,3 +198,27 @@ def test_huge_size_refused_through_the_cli_in_seconds(images, tmp_path):
     assert "GiB of memory is available: lower size (about " in lines[0]
     assert not (tmp_path / "run" / "result.png").exists()
     assert seconds < 120  # interpreter + torch start-up; the check itself takes milliseconds
+
+
+CHECKPOINT_HIGH_WATER = """
+import sys, torch
+from nst_lightning.engine.checkpoint_io import AtomicCheckpointIO, serialised_size
+def high_water():
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) * 1024
+state = {"history": torch.ones(64, 2**20)}  # 256 MiB, touched
+before = high_water()
+AtomicCheckpointIO().save_checkpoint(state, sys.argv[1])
+print(high_water() - before, serialised_size(state))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads the high-water mark from Linux's /proc")
+def test_a_checkpoint_is_streamed_to_its_file_not_held_in_memory(tmp_path):
+    """At 4096 px the L-BFGS history is 14 GiB: a checkpoint serialised in memory first doubled it and was killed."""
+    path = tmp_path / "last.ckpt"
+    done = run_process([sys.executable, "-c", CHECKPOINT_HIGH_WATER, str(path)], timeout=120)
+    assert done.returncode == 0, done.stderr
+    grown, size = map(int, done.stdout.split())
+    assert path.stat().st_size == size >= 256 * 2**20
+    assert grown < 32 * 2**20  # the file's 256 MiB were never a copy in memory
+    assert torch.load(path, weights_only=True)["history"].eq(1).all()
