@@ -502,8 +502,9 @@ def _style_shapes(shape: RunShape, side: int) -> list[tuple[int, int]]:
 
 
 TILE_SIDES = (2048, 1536, 1024, 768, 512, 384, 256)  # tried largest first: larger tiles waste less in halos
-# The share of the available memory a tiled run is planned into: at 4096 px in 256 px tiles the estimate read 22 GiB
-# where the process reached 23.9 GB (2026-12-03, 24 GB AMD EPYC), so a plan at the limit was killed.
+# The share of the available memory a tiled run is planned into: room for what the estimate leaves out (the
+# allocator's slack, the page cache a checkpoint's write fills). At 4096 px in 256 px tiles with 49 pairs the
+# estimate read 17.9 GiB and the run peaked at 17.3 GiB (benchmarks/memory_phases.py, 2026-12-03, 24 GB AMD EPYC).
 TILED_HEADROOM = 0.8
 
 

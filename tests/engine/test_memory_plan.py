@@ -109,3 +109,13 @@ def test_tiles_are_planned_with_headroom(make_cfg, monkeypatch):
     monkeypatch.setattr(memory, "TILED_HEADROOM", 0.8)
     fit = _plan(config, monkeypatch, available)
     assert fit.tile is not None and fit.tile < 1024 and fit.needed <= 0.8 * available
+
+
+def test_the_tiled_plan_counts_the_end_of_run_panel(make_cfg):
+    """With exact tiles a step holds one tile, so the panel at the end (measured at up to 1024 px while the run's
+    state is still held) can be the largest phase; with metrics=false it does not count."""
+    measured, unmeasured = (_estimates(make_cfg("size=4096", f"metrics={m}"))[0] for m in ("true", "false"))
+    with_panel = memory.tiled_estimate(measured, 4096, 256)
+    without = memory.tiled_estimate(unmeasured, 4096, 256)
+    assert with_panel > without
+    assert memory.panel_bytes(3072, 4096) == memory.panel_bytes(768, 1024) > memory.panel_bytes(384, 512)
