@@ -214,7 +214,7 @@ print(high_water() - before, serialised_size(state))
 
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads the high-water mark from Linux's /proc")
 def test_a_checkpoint_is_streamed_to_its_file_not_held_in_memory(tmp_path):
-    """At 4096 px the L-BFGS history is 14 GiB: a checkpoint serialised in memory first doubled it and was killed."""
+    """At 4096 px the L-BFGS history is 14 GiB: a checkpoint serialised in memory first would double it."""
     path = tmp_path / "last.ckpt"
     done = run_process([sys.executable, "-c", CHECKPOINT_HIGH_WATER, str(path)], timeout=120)
     assert done.returncode == 0, done.stderr

@@ -139,7 +139,7 @@ def test_the_tiled_network_gives_the_whole_images_features(pictures):
 
 def test_the_first_pass_holds_running_sums_not_every_tiles_summaries(pictures, monkeypatch):
     """Each tile's summaries are added into the running ones and let go: at 4096 px in 256 px tiles, holding all
-    192 tiles' Gram matrices (and the heap they fragment) was 2.4 GiB of the step's peak."""
+    192 tiles' Gram matrices (and the heap they fragment) is 2.4 GiB of the step's peak."""
     module = _module(pictures, "style_loss=sliced_wasserstein")
     objective, kept = module.objective, []
     context = {t.layer: t.module.context for t in objective.feature_terms}
